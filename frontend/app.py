@@ -1,0 +1,52 @@
+"""create_app(settings): the FastAPI application with its routers, error handlers and middleware."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from frontend.errors import install_error_handlers
+from frontend.generation import ServedModels
+from frontend.limits import BodySizeLimit
+from frontend.routes import completions, health, models
+from frontend.settings import Settings
+from frontend.triton import TritonClient
+
+logger = logging.getLogger("frontend")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.triton = TritonClient(settings.triton_url, settings.triton_model)
+        app.state.models = ServedModels(app.state.triton, settings.served_model_name)
+        logger.info(
+            "frontend on %s:%s -> Triton %s model '%s' (auth %s)",
+            settings.host,
+            settings.port,
+            settings.triton_url,
+            settings.triton_model,
+            "on" if settings.api_key else "off",
+        )
+        yield
+        await app.state.triton.close()
+
+    app = FastAPI(title="Triton vLLM OpenAI frontend", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(completions.router)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,216 @@
+"""What completions and chat share: model resolution, running prompts through Triton, usage, errors, disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from frontend.errors import APIError, model_not_found
+from frontend.protocol import ModelCard, ModelList, SamplingRequest, Usage
+from frontend.streaming import DONE, SSE_HEADERS, merged_generations, sse
+from frontend.triton import GenerateRequest, GenerationChunk, TritonClient, TritonError
+
+logger = logging.getLogger("frontend")
+T = TypeVar("T")
+
+
+def api_error_from(exc: TritonError) -> APIError:
+    """How a Triton/model failure reaches an OpenAI client."""
+    if exc.kind == "invalid":
+        return APIError(400, exc.message, code="invalid_request")
+    if exc.kind == "not_found":
+        return APIError(404, exc.message, param="model", code="model_not_found")
+    if exc.kind == "unavailable":
+        return APIError(503, f"the model is not available: {exc.message}", code="service_unavailable")
+    return APIError(500, f"internal error: {exc.message}", code="internal_error")
+
+
+class ServedModels:
+    """The names clients may put in `model`: the base model and the LoRA adapters the model reports."""
+
+    def __init__(self, client: TritonClient, base_name_override: str | None = None) -> None:
+        self.client = client
+        self.base_name_override = base_name_override
+
+    async def _info(self, refresh: bool = False) -> dict[str, Any]:
+        try:
+            return await self.client.info(refresh=refresh)
+        except TritonError as exc:
+            raise api_error_from(exc) from None
+
+    def _base(self, info: dict[str, Any]) -> str:
+        return self.base_name_override or info["served_model_name"]
+
+    async def resolve(self, name: str) -> tuple[str, str | None]:
+        """(name to report, LoRA adapter to use or None). Unknown names are looked up once more, then 404."""
+        for refresh in (False, True):
+            info = await self._info(refresh)
+            if name == self._base(info) or name == info.get("model"):
+                return self._base(info), None
+            if name in info.get("loras", []):
+                return name, name
+        raise model_not_found(name)
+
+    async def max_model_len(self) -> int:
+        return int((await self._info())["max_model_len"])
+
+    async def cards(self) -> ModelList:
+        info = await self._info(refresh=True)
+        base = self._base(info)
+        created = int(info.get("created", 0))
+        cards = [ModelCard(id=base, created=created, root=info.get("model"), max_model_len=info["max_model_len"])]
+        cards += [
+            ModelCard(id=name, created=created, root=name, parent=base, max_model_len=info["max_model_len"])
+            for name in info.get("loras", [])
+        ]
+        return ModelList(data=cards)
+
+
+@dataclass
+class ChoiceState:
+    """What has been generated so far for one choice (prompt × sample)."""
+
+    text: list[str] = field(default_factory=list)
+    tokens: int = 0
+    finish_reason: str | None = None
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Tally:
+    """Accumulated choices and token counts across all prompts of a request."""
+
+    n: int
+    num_prompts: int
+    choices: list[ChoiceState] = field(init=False)
+    prompt_tokens: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.choices = [ChoiceState() for _ in range(self.n * self.num_prompts)]
+        self.prompt_tokens = [0] * self.num_prompts
+
+    def add(self, chunk: GenerationChunk) -> list[tuple[int, str, str | None, list[dict[str, Any]]]]:
+        """Fold one chunk in; return its non-empty (choice index, text delta, finish reason, logprobs) parts."""
+        self.prompt_tokens[chunk.prompt_index] = chunk.num_input_tokens
+        parts = []
+        for seq, text in enumerate(chunk.texts):
+            index = chunk.prompt_index * self.n + seq
+            state = self.choices[index]
+            reason = chunk.finish_reasons[seq] if seq < len(chunk.finish_reasons) else None
+            logprobs = chunk.logprobs[seq] if chunk.logprobs else []
+            state.text.append(text)
+            state.tokens += chunk.num_output_tokens[seq] if seq < len(chunk.num_output_tokens) else 0
+            state.logprobs.extend(logprobs)
+            if reason and state.finish_reason is None:
+                state.finish_reason = reason
+            else:
+                reason = None
+            if text or reason or logprobs:
+                parts.append((index, text, reason, logprobs))
+        return parts
+
+    def usage(self) -> Usage:
+        prompt = sum(self.prompt_tokens)
+        completion = sum(c.tokens for c in self.choices)
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it if the HTTP client disconnects first (non-streaming requests)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    logger.info("client disconnected; request cancelled")
+    raise APIError(499, "client disconnected")
+
+
+async def run_to_end(client: TritonClient, requests: list[GenerateRequest], tally: Tally) -> Tally:
+    try:
+        async for chunk in merged_generations(client, requests):
+            tally.add(chunk)
+    except TritonError as exc:
+        raise api_error_from(exc) from None
+    return tally
+
+
+async def stream_response(
+    client: TritonClient,
+    requests: list[GenerateRequest],
+    tally: Tally,
+    render: Callable[[list[tuple[int, str, str | None, list[dict[str, Any]]]], Usage | None], list[dict]],
+    final_usage: Callable[[Usage], dict[str, Any]] | None,
+    continuous_usage: bool,
+) -> StreamingResponse:
+    """Stream chunks as SSE. The first model response is awaited before answering, so early errors get a status."""
+    chunks = merged_generations(client, requests)
+    try:
+        first = await chunks.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except TritonError as exc:
+        await chunks.aclose()
+        raise api_error_from(exc) from None
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            for payload in render([], None):
+                yield sse(payload)
+            pending = [first] if first is not None else []
+            while True:
+                chunk = pending.pop() if pending else await chunks.__anext__()
+                parts = tally.add(chunk)
+                if parts:
+                    for payload in render(parts, tally.usage() if continuous_usage else None):
+                        yield sse(payload)
+        except StopAsyncIteration:
+            pass
+        except TritonError as exc:
+            yield sse(api_error_from(exc).body())
+        finally:
+            await chunks.aclose()
+        if final_usage is not None:
+            yield sse(final_usage(tally.usage()))
+        yield DONE
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def build_requests(
+    body: SamplingRequest,
+    prompts: list[str | list[int]],
+    lora_name: str | None,
+    include_prompt: bool = False,
+    logprobs: bool = False,
+) -> list[GenerateRequest]:
+    params = body.to_sampling_parameters()
+    if lora_name:
+        params["lora_name"] = lora_name
+    return [
+        GenerateRequest(
+            prompt=p, sampling_parameters=params, stream=body.stream, include_prompt=include_prompt, logprobs=logprobs
+        )
+        for p in prompts
+    ]

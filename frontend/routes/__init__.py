@@ -1,0 +1,1 @@
+"""Thin FastAPI routers: each parses, calls one serving function, returns."""

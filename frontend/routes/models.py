@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from frontend.auth import require_api_key
+from frontend.errors import model_not_found
+from frontend.protocol import ModelCard, ModelList
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    return await request.app.state.models.cards()
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard)
+async def get_model(model_id: str, request: Request) -> ModelCard:
+    for card in (await request.app.state.models.cards()).data:
+        if card.id == model_id:
+            return card
+    raise model_not_found(model_id)

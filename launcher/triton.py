@@ -1,0 +1,213 @@
+"""Find a `tritonserver`, lay out its Python backend, and run it as a supervised process group.
+
+Two sources for the server: one already on PATH (NVIDIA's Triton container), or the complete Triton 2.51 that
+ships inside the `nvidia-pytriton` wheel (CPU boxes; see shared STACK.md §1).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TritonLayout:
+    """Where the server binary is and which flags/environment it needs."""
+
+    binary: str
+    backend_dir: str | None = None
+    cache_dir: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _pytriton_root() -> Path | None:
+    # Only the package's files are used; importing it would need its own dependencies.
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    return root if (root / "bin" / "tritonserver").exists() else None
+
+
+def prepare_layout(work_dir: Path) -> TritonLayout:
+    """Return how to start tritonserver here, laying out a backend directory for the pytriton build."""
+    on_path = shutil.which("tritonserver")
+    root = _pytriton_root()
+    if on_path and (root is None or Path(on_path).resolve() != (root / "bin" / "tritonserver").resolve()):
+        return TritonLayout(binary=on_path)
+    if root is None:
+        raise RuntimeError(
+            "no tritonserver: install the CPU stack (make setup) or run inside NVIDIA's Triton container"
+        )
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise RuntimeError(f"nvidia-pytriton has no Python backend stub for Python {version}")
+    backend = work_dir / "backends" / "python"
+    backend.mkdir(parents=True, exist_ok=True)
+    # The server looks for the stub only next to libtriton_python.so.
+    for source in (
+        root / "backends" / "python" / "libtriton_python.so",
+        root / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ):
+        target = backend / source.name
+        if not target.exists() or target.stat().st_size != source.stat().st_size:
+            shutil.copy2(source, target)
+    libs = root.parent.parent / "nvidia_pytriton.libs"
+    python_lib = sysconfig.get_config_var("LIBDIR") or ""
+    venv_bin = str(Path(sys.executable).parent)
+    env = {
+        "LD_LIBRARY_PATH": os.pathsep.join(
+            p for p in (str(libs), python_lib, os.environ.get("LD_LIBRARY_PATH", "")) if p
+        ),
+        # The stub finds its Python environment through `python3` on PATH.
+        "PATH": os.pathsep.join((venv_bin, os.environ.get("PATH", ""))),
+    }
+    return TritonLayout(
+        binary=str(root / "bin" / "tritonserver"),
+        backend_dir=str(work_dir / "backends"),
+        cache_dir=str(root / "caches"),
+        env=env,
+    )
+
+
+@dataclass
+class TritonPorts:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+class TritonProcess:
+    """A tritonserver and everything it spawns (stub, EngineCore, workers), in one process group."""
+
+    EXIT_TIMEOUT_S = 30
+
+    def __init__(
+        self,
+        model_repository: str,
+        ports: TritonPorts,
+        work_dir: Path,
+        env: dict[str, str] | None = None,
+        log_path: str | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.model_repository = model_repository
+        self.ports = ports
+        self.work_dir = work_dir
+        self.extra_env = env or {}
+        self.log_path = log_path
+        self.extra_args = extra_args or []
+        self.process: subprocess.Popen | None = None
+        # A prefix of our own for the Python backend's /dev/shm regions, so leftovers can be removed.
+        self.shm_prefix = f"tvo{os.getpid()}x{int(time.time())}_"
+
+    def command(self, layout: TritonLayout) -> list[str]:
+        cmd = [
+            layout.binary,
+            f"--model-repository={self.model_repository}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-port={self.ports.metrics}",
+            f"--exit-timeout-secs={self.EXIT_TIMEOUT_S}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+        ]
+        if layout.backend_dir:
+            cmd.append(f"--backend-directory={layout.backend_dir}")
+        if layout.cache_dir:
+            cmd.append(f"--cache-directory={layout.cache_dir}")
+        return cmd + self.extra_args
+
+    def start(self) -> None:
+        layout = prepare_layout(self.work_dir)
+        env = {**os.environ, **layout.env, **self.extra_env}
+        output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            self.command(layout),
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+        )
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"
+
+    def is_ready(self, model: str = "vllm_model") -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/models/{model}/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float, model: str = "vllm_model", progress=None) -> None:
+        """Block until the model is ready; raise if the server exits or the time runs out."""
+        deadline = time.monotonic() + timeout
+        last_report = time.monotonic()
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise RuntimeError(f"tritonserver exited with code {code} before '{model}' was ready")
+            if self.is_ready(model):
+                return
+            if progress and time.monotonic() - last_report > 10:
+                progress(f"waiting for '{model}' (engine start) ... {int(time.monotonic() - deadline + timeout)} s")
+                last_report = time.monotonic()
+            time.sleep(0.5)
+        raise TimeoutError(f"'{model}' was not ready within {timeout:.0f} s")
+
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM, wait for a clean exit, then kill whatever is left of the group and its shm regions."""
+        if self.process is None:
+            return
+        timeout = self.EXIT_TIMEOUT_S + 15 if timeout is None else timeout
+        pgid = self.process.pid
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        kill_group(pgid)
+        for path in glob.glob(f"/dev/shm/{self.shm_prefix}*"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self.process = None
+
+
+def kill_group(pgid: int, grace: float = 5.0) -> None:
+    """Terminate, then kill, every process left in a process group; reap the leader if it is ours."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        try:
+            os.waitpid(pgid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,117 @@
+"""Engine settings for the model: model.json, multi_lora.json and environment overrides, merged once.
+
+Pure logic (no vLLM, no Triton) so it can be unit-tested.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ENGINE_ARGS_FILE = "model.json"
+LORA_FILE = "multi_lora.json"
+# Environment overrides (set by the launcher or by hand before starting tritonserver).
+ENV_MODEL = "TRITON_VLLM_MODEL"
+ENV_ENGINE_ARGS = "TRITON_VLLM_ENGINE_ARGS"
+ENV_SERVED_NAME = "TRITON_VLLM_SERVED_MODEL_NAME"
+ENV_LORAS = "TRITON_VLLM_LORAS"
+
+
+class SettingsError(ValueError):
+    """The model's configuration is wrong; the message says where."""
+
+
+@dataclass
+class EngineSettings:
+    engine_args: dict[str, Any]
+    served_model_name: str
+    loras: dict[str, str]
+    report_metrics: bool
+    created: int
+
+
+def _json_object(text: str, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise SettingsError(f"{where} must be a JSON object")
+    return value
+
+
+def _config_bool(model_config: Mapping[str, Any], key: str, default: bool) -> bool:
+    raw = model_config.get("parameters", {}).get(key, {}).get("string_value")
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered not in ("true", "false", "1", "0", "yes", "no"):
+        raise SettingsError(f"config.pbtxt parameter {key} must be true or false, got {raw!r}")
+    return lowered in ("true", "1", "yes")
+
+
+def _resolve(path: str, base_dir: str) -> str:
+    """Paths relative to the model version directory are resolved there; hub ids pass through."""
+    if os.path.isabs(path) or not path.startswith((".", "..")):
+        return path
+    return os.path.normpath(os.path.join(base_dir, path))
+
+
+def default_served_name(model: str) -> str:
+    """A readable name: a local directory's base name, or the hub id as given."""
+    if os.path.isdir(model):
+        return os.path.basename(os.path.normpath(model))
+    return model
+
+
+def load_engine_settings(model_dir: str, environ: Mapping[str, str], model_config: Mapping[str, Any]) -> EngineSettings:
+    path = os.path.join(model_dir, ENGINE_ARGS_FILE)
+    if not os.path.isfile(path):
+        raise SettingsError(f"'{ENGINE_ARGS_FILE}' with vLLM engine arguments is missing in {model_dir}")
+    with open(path, encoding="utf-8") as file:
+        engine_args = _json_object(file.read(), path)
+    if environ.get(ENV_ENGINE_ARGS):
+        engine_args.update(_json_object(environ[ENV_ENGINE_ARGS], ENV_ENGINE_ARGS))
+    if environ.get(ENV_MODEL):
+        engine_args["model"] = environ[ENV_MODEL]
+    if not engine_args.get("model"):
+        raise SettingsError(f"no model: set 'model' in {ENGINE_ARGS_FILE} or {ENV_MODEL}")
+    engine_args["model"] = _resolve(str(engine_args["model"]), model_dir)
+
+    served = environ.get(ENV_SERVED_NAME) or engine_args.get("served_model_name")
+    if isinstance(served, list):
+        served = served[0] if served else None
+    served = served or default_served_name(engine_args["model"])
+    engine_args["served_model_name"] = served
+
+    loras: dict[str, str] = {}
+    lora_path = os.path.join(model_dir, LORA_FILE)
+    if os.path.isfile(lora_path):
+        with open(lora_path, encoding="utf-8") as file:
+            loras.update(_json_object(file.read(), lora_path))
+    if environ.get(ENV_LORAS):
+        loras.update(_json_object(environ[ENV_LORAS], ENV_LORAS))
+    for name, adapter in loras.items():
+        if not isinstance(adapter, str) or not adapter:
+            raise SettingsError(f"LoRA adapter '{name}' needs a path, got {adapter!r}")
+        if name == served:
+            raise SettingsError(f"LoRA adapter name '{name}' is the base model's name")
+    loras = {name: _resolve(adapter, model_dir) for name, adapter in loras.items()}
+    if loras:
+        engine_args["enable_lora"] = True
+    if engine_args.get("enable_lora"):
+        # vLLM on CPU gives base requests batched with LoRA requests the adapter in the last slot; one slot
+        # more than the adapters that may be active keeps that slot empty.
+        wanted = max(int(engine_args.get("max_loras", 1)), len(loras))
+        engine_args["max_loras"] = wanted + 1
+    return EngineSettings(
+        engine_args=engine_args,
+        served_model_name=served,
+        loras=loras,
+        report_metrics=_config_bool(model_config, "REPORT_CUSTOM_METRICS", True),
+        created=int(time.time()),
+    )

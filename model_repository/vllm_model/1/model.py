@@ -1,0 +1,421 @@
+"""Triton Python-backend model that serves vLLM's AsyncLLM as a decoupled, streaming model.
+
+Thin adapter: Triton request tensors -> engine call -> Triton response tensors. The engine runs on an asyncio
+event loop in its own thread; `execute()` hands every request to that loop and returns at once. The tensor
+interface is compatible with triton-inference-server/vllm_backend (see docs/CONTRACT.md).
+"""
+
+from __future__ import annotations
+
+import locale
+
+# The stub runs Python isolated with the "C" locale; vLLM/torch imports then fail decoding UTF-8 sources.
+locale.setlocale(locale.LC_CTYPE, "")
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+from engine_settings import load_engine_settings  # noqa: E402
+from lora_registry import LoraError, LoraRegistry, UnknownLora  # noqa: E402
+from sampling_parameters import ParameterError, parse_sampling_parameters  # noqa: E402
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+# How often in-flight requests are checked for cancellation by the client.
+CANCEL_POLL_SECONDS = 0.1
+RETURN_FLAGS = (
+    "return_finish_reason",
+    "return_cumulative_logprob",
+    "return_logprobs",
+    "return_num_input_tokens",
+    "return_num_output_tokens",
+)
+
+
+class RequestError(ValueError):
+    """The request itself is wrong; reported to the client as INVALID_ARG."""
+
+
+def _triton_error(message: str, code_name: str) -> pb_utils.TritonError:
+    code = getattr(pb_utils.TritonError, code_name, None)
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+
+
+def _optional_input(request, name: str) -> np.ndarray | None:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+def _scalar_bool(request, name: str, default: bool) -> bool:
+    value = _optional_input(request, name)
+    if value is None or value.size == 0:
+        return default
+    return bool(value.reshape(-1)[0])
+
+
+def _scalar_string(request, name: str) -> str | None:
+    value = _optional_input(request, name)
+    if value is None or value.size == 0:
+        return None
+    item = value.reshape(-1)[0]
+    if isinstance(item, bytes):
+        try:
+            return item.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError(f"input '{name}' is not valid UTF-8") from None
+    return str(item)
+
+
+@dataclass
+class ParsedRequest:
+    """Everything the engine call needs, read from one Triton request."""
+
+    prompt: str | dict[str, Any]
+    sampling: dict[str, Any]
+    lora_name: str | None
+    stream: bool
+    include_prompt: bool
+    return_flags: dict[str, bool]
+
+
+@dataclass
+class SequenceState:
+    """Accumulated output of one of the n sequences of a request."""
+
+    text: list[str] = field(default_factory=list)
+    num_tokens: int = 0
+    cumulative_logprob: float = 0.0
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str = ""
+    finish_reported: bool = False
+
+    def new_finish_reason(self) -> str:
+        """The finish reason once, in the response where the sequence finished; "" otherwise."""
+        if self.finish_reason and not self.finish_reported:
+            self.finish_reported = True
+            return self.finish_reason
+        return ""
+
+
+def parse_request(request) -> ParsedRequest:
+    """Read and validate the request tensors (the model's own check: Triton does not enforce them)."""
+    text = _scalar_string(request, "text_input")
+    token_ids = _optional_input(request, "prompt_token_ids")
+    if text is None and token_ids is None:
+        raise RequestError("input 'text_input' is required (or 'prompt_token_ids')")
+    if text is not None and token_ids is not None:
+        raise RequestError("give either 'text_input' or 'prompt_token_ids', not both")
+    if token_ids is not None:
+        ids = [int(t) for t in token_ids.reshape(-1)]
+        if not ids:
+            raise RequestError("input 'prompt_token_ids' is empty")
+        prompt: str | dict[str, Any] = {"prompt_token_ids": ids}
+    else:
+        prompt = text
+    try:
+        sampling, options = parse_sampling_parameters(_scalar_string(request, "sampling_parameters"))
+    except ParameterError as exc:
+        raise RequestError(str(exc)) from None
+    stream = _scalar_bool(request, "stream", False)
+    # As vllm_backend: the prompt is prepended by default when not streaming.
+    exclude = _scalar_bool(request, "exclude_input_in_output", stream)
+    flags = {name: _scalar_bool(request, name, False) for name in RETURN_FLAGS}
+    return ParsedRequest(prompt, sampling, options.get("lora_name"), stream, not exclude, flags)
+
+
+class TritonPythonModel:
+    """vLLM AsyncLLM behind Triton's decoupled Python backend."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        self.logger = pb_utils.Logger
+        self.model_config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(self.model_config):
+            raise pb_utils.TritonModelException("vllm_model must use the decoupled transaction policy")
+        model_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.settings = load_engine_settings(model_dir, os.environ, self.model_config)
+        self.metrics = None
+        if self.settings.report_metrics:
+            from engine_metrics import EngineMetrics
+
+            self.metrics = EngineMetrics(args["model_name"], args["model_version"])
+        self.loras = LoraRegistry(self.settings.loras, model_dir)
+        # engine request id -> (response sender, the task that serves it)
+        self._active: dict[str, tuple[Any, asyncio.Task]] = {}
+        self._engine = None
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run_loop, name="vllm-engine-loop", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            self._thread.join(timeout=30)
+            raise self._start_error
+        self.logger.log_info(
+            f"[vllm_model] engine ready: model={self.settings.engine_args.get('model')} "
+            f"served as '{self.settings.served_model_name}', max_model_len={self.max_model_len}"
+        )
+
+    # ---- engine loop (runs in its own thread) ----
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._start_engine())
+        except BaseException as exc:  # noqa: BLE001 - handed back to initialize()
+            self._start_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _start_engine(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        stat_loggers = [self.metrics.stat_logger_factory()] if self.metrics else None
+        engine_args = AsyncEngineArgs(**self.settings.engine_args)
+        self._engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=stat_loggers)
+        self.max_model_len = self._engine.model_config.max_model_len
+        await self.loras.start(self._engine)
+        self._loop.create_task(self._watch_cancellations())
+
+    async def _watch_cancellations(self) -> None:
+        """Abort engine requests whose client went away (checked for every in-flight request)."""
+        while True:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            for sender, task in list(self._active.values()):
+                if sender.is_cancelled():
+                    # generate() aborts the engine request when its consumer is cancelled.
+                    task.cancel()
+
+    # ---- Triton entry points ----
+
+    def execute(self, requests) -> None:
+        for request in requests:
+            asyncio.run_coroutine_threadsafe(self._handle(request), self._loop)
+        return None
+
+    def finalize(self) -> None:
+        self.logger.log_info("[vllm_model] shutting down the engine")
+        if self._engine is not None:
+            future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+            try:
+                future.result(timeout=25)
+            except Exception as exc:  # noqa: BLE001 - best effort at exit
+                self.logger.log_warn(f"[vllm_model] engine shutdown: {exc!r}")
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    async def _shutdown(self) -> None:
+        for _, task in list(self._active.values()):
+            task.cancel()
+        self._engine.shutdown()
+        self._engine = None
+
+    # ---- per request ----
+
+    async def _handle(self, request) -> None:
+        sender = request.get_response_sender()
+        try:
+            control = _scalar_string(request, "control_request")
+            if control is not None:
+                await self._control(control, sender)
+                return
+            parsed = parse_request(request)
+            await self._generate(parsed, sender)
+        except asyncio.CancelledError:
+            sender.send(flags=FINAL)
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the client
+            code_name, message = _classify(exc)
+            if code_name == "INTERNAL":
+                self.logger.log_error(f"[vllm_model] request failed: {exc!r}")
+            response = pb_utils.InferenceResponse(error=_triton_error(message, code_name))
+            sender.send(response, flags=FINAL)
+
+    async def _generate(self, parsed: ParsedRequest, sender) -> None:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        kwargs = dict(parsed.sampling)
+        structured = kwargs.pop("structured_outputs", None)
+        if structured is not None:
+            kwargs["structured_outputs"] = StructuredOutputsParams(**structured)
+        try:
+            params = SamplingParams(**kwargs, output_kind=RequestOutputKind.DELTA)
+        except (ValueError, TypeError) as exc:
+            raise RequestError(str(exc)) from None
+        lora_request = self.loras.acquire(parsed.lora_name)
+        n = params.n
+        request_id = uuid.uuid4().hex
+        sequences = [SequenceState() for _ in range(n)]
+        prompt_text: str | None = parsed.prompt if isinstance(parsed.prompt, str) else None
+        num_input_tokens = 0
+        first = True
+        self._active[request_id] = (sender, asyncio.current_task())
+        try:
+            async for output in self._engine.generate(parsed.prompt, params, request_id, lora_request=lora_request):
+                num_input_tokens = len(output.prompt_token_ids or ())
+                if parsed.include_prompt and prompt_text is None:
+                    prompt_text = self._decode(output.prompt_token_ids or [])
+                deltas = [""] * n
+                delta_counts = [0] * n
+                delta_logprobs: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+                for completion in output.outputs:
+                    state = sequences[completion.index]
+                    deltas[completion.index] = completion.text
+                    delta_counts[completion.index] = len(completion.token_ids)
+                    state.num_tokens += len(completion.token_ids)
+                    if completion.cumulative_logprob is not None:
+                        state.cumulative_logprob = completion.cumulative_logprob
+                    if completion.logprobs:
+                        entries = _logprob_entries(completion.token_ids, completion.logprobs)
+                        delta_logprobs[completion.index] = entries
+                    if completion.finish_reason:
+                        state.finish_reason = completion.finish_reason
+                    if not parsed.stream:
+                        state.text.append(completion.text)
+                        state.logprobs.extend(delta_logprobs[completion.index])
+                if parsed.stream:
+                    if first and parsed.include_prompt:
+                        deltas = [prompt_text + d for d in deltas]
+                    finished = output.finished
+                    response = self._response(
+                        parsed,
+                        deltas,
+                        [s.new_finish_reason() for s in sequences],
+                        num_input_tokens,
+                        delta_counts,
+                        [s.cumulative_logprob for s in sequences],
+                        delta_logprobs,
+                    )
+                    sender.send(response, flags=FINAL if finished else 0)
+                    first = False
+            if not parsed.stream:
+                prefix = prompt_text if parsed.include_prompt else ""
+                response = self._response(
+                    parsed,
+                    [prefix + "".join(s.text) for s in sequences],
+                    [s.finish_reason for s in sequences],
+                    num_input_tokens,
+                    [s.num_tokens for s in sequences],
+                    [s.cumulative_logprob for s in sequences],
+                    [s.logprobs for s in sequences],
+                )
+                sender.send(response, flags=FINAL)
+        finally:
+            self._active.pop(request_id, None)
+            await self.loras.release(self._engine, parsed.lora_name)
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return self._engine.get_tokenizer().decode(token_ids)
+
+    def _response(
+        self,
+        parsed: ParsedRequest,
+        texts: list[str],
+        finish_reasons: list[str],
+        num_input_tokens: int,
+        num_output_tokens: list[int],
+        cumulative_logprobs: list[float],
+        logprobs: list[list[dict[str, Any]]],
+    ) -> pb_utils.InferenceResponse:
+        flags = parsed.return_flags
+        tensors = [pb_utils.Tensor("text_output", np.array([t.encode("utf-8") for t in texts], dtype=np.object_))]
+        if flags["return_finish_reason"]:
+            tensors.append(
+                pb_utils.Tensor("finish_reason", np.array([r.encode() for r in finish_reasons], dtype=np.object_))
+            )
+        if flags["return_num_input_tokens"]:
+            tensors.append(pb_utils.Tensor("num_input_tokens", np.array([num_input_tokens], dtype=np.uint32)))
+        if flags["return_num_output_tokens"]:
+            tensors.append(pb_utils.Tensor("num_output_tokens", np.array(num_output_tokens, dtype=np.uint32)))
+        if flags["return_cumulative_logprob"]:
+            tensors.append(pb_utils.Tensor("cumulative_logprob", np.array(cumulative_logprobs, dtype=np.float32)))
+        if flags["return_logprobs"]:
+            encoded = [json.dumps(entries).encode("utf-8") for entries in logprobs]
+            tensors.append(pb_utils.Tensor("logprobs", np.array(encoded, dtype=np.object_)))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
+    # ---- control channel: model facts, health, LoRA management ----
+
+    async def _control(self, raw: str, sender) -> None:
+        try:
+            message = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise RequestError(f"control_request is not valid JSON: {exc}") from None
+        if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+            raise RequestError("control_request must be a JSON object with a string 'op'")
+        op = message["op"]
+        if op == "info":
+            result = self._info()
+        elif op == "health":
+            started = time.perf_counter()
+            await self._engine.check_health()
+            result = {"healthy": True, "seconds": round(time.perf_counter() - started, 6)}
+        elif op == "load_lora":
+            await self.loras.load(self._engine, message.get("lora_name"), message.get("lora_path"))
+            result = {"loaded": message.get("lora_name"), **self._info()}
+        elif op == "unload_lora":
+            await self.loras.unload(self._engine, message.get("lora_name"))
+            result = {"unloaded": message.get("lora_name"), **self._info()}
+        else:
+            raise RequestError(f"unknown control op '{op}' (known: info, health, load_lora, unload_lora)")
+        payload = np.array([json.dumps(result).encode("utf-8")], dtype=np.object_)
+        response = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("control_response", payload)])
+        sender.send(response, flags=FINAL)
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "served_model_name": self.settings.served_model_name,
+            "model": self.settings.engine_args.get("model"),
+            "max_model_len": self.max_model_len,
+            "loras": self.loras.names(),
+            "created": self.settings.created,
+        }
+
+
+def _logprob_entries(token_ids, logprobs) -> list[dict[str, Any]]:
+    """One dict per generated token, vllm_backend's shape: {token_id: {logprob, rank, decoded_token}}.
+
+    The sampled token comes first in each dict.
+    """
+    entries = []
+    for token_id, position in zip(token_ids, logprobs, strict=False):
+        ordered = {}
+        sampled = position.get(token_id)
+        if sampled is not None:
+            ordered[str(token_id)] = _logprob_dict(sampled)
+        for other_id, info in position.items():
+            if other_id != token_id:
+                ordered[str(other_id)] = _logprob_dict(info)
+        entries.append(ordered)
+    return entries
+
+
+def _logprob_dict(info) -> dict[str, Any]:
+    logprob = info.logprob
+    if logprob != logprob or logprob in (float("inf"), float("-inf")):
+        logprob = -9999.0
+    return {"logprob": logprob, "rank": info.rank, "decoded_token": info.decoded_token}
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    """Triton error code name and message for a failed request."""
+    from vllm.exceptions import VLLMClientError
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    if isinstance(exc, UnknownLora):
+        return "NOT_FOUND", str(exc)
+    if isinstance(exc, EngineDeadError):
+        return "UNAVAILABLE", f"engine is dead: {exc}"
+    if isinstance(exc, (RequestError, LoraError, VLLMClientError, ValueError, TypeError)):
+        return "INVALID_ARG", str(exc) or exc.__class__.__name__
+    return "INTERNAL", f"{exc.__class__.__name__}: {exc}"

@@ -1,0 +1,184 @@
+"""Parse the `sampling_parameters` JSON of a request into keyword arguments for vLLM's SamplingParams.
+
+Strict on purpose: every key must be known, every value must have (or cleanly coerce to) its real type.
+vllm_backend clients often send numbers and booleans as strings ("0.8", "false"); those are coerced by
+value, so "false" is False (vllm_backend's bool("false") == True bug is not repeated here).
+
+This module has no vLLM or Triton imports so it can be unit-tested on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+
+class ParameterError(ValueError):
+    """A sampling parameter is unknown or has a bad value; the message names it."""
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise ParameterError(f"sampling parameter '{name}' must be a boolean, got {value!r}")
+
+
+def _int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ParameterError(f"sampling parameter '{name}' must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ParameterError(f"sampling parameter '{name}' must be an integer, got {value!r}")
+
+
+def _float(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ParameterError(f"sampling parameter '{name}' must be a number, got {value!r}")
+    result: float | None = None
+    if isinstance(value, (int, float)):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value.strip())
+        except ValueError:
+            result = None
+    if result is None or not math.isfinite(result):
+        raise ParameterError(f"sampling parameter '{name}' must be a finite number, got {value!r}")
+    return result
+
+
+def _str_list(name: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ParameterError(f"sampling parameter '{name}' must be a string or a list of strings, got {value!r}")
+
+
+def _int_list(name: str, value: Any) -> list[int]:
+    if isinstance(value, list):
+        return [_int(name, v) for v in value]
+    raise ParameterError(f"sampling parameter '{name}' must be a list of integers, got {value!r}")
+
+
+def _logit_bias(name: str, value: Any) -> dict[int, float]:
+    if not isinstance(value, dict):
+        raise ParameterError(f"sampling parameter '{name}' must be an object of token id -> bias, got {value!r}")
+    return {_int(name, k): _float(name, v) for k, v in value.items()}
+
+
+_STRUCTURED_KEYS = {
+    "json",
+    "regex",
+    "choice",
+    "grammar",
+    "json_object",
+    "structural_tag",
+    "disable_any_whitespace",
+    "disable_additional_properties",
+    "whitespace_pattern",
+}
+
+
+def _structured(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not value:
+        raise ParameterError(f"sampling parameter '{name}' must be a non-empty object, got {value!r}")
+    unknown = sorted(set(value) - _STRUCTURED_KEYS)
+    if unknown:
+        raise ParameterError(
+            f"sampling parameter '{name}' has unknown key '{unknown[0]}' (allowed: {sorted(_STRUCTURED_KEYS)})"
+        )
+    if isinstance(value.get("json"), str):
+        try:
+            value = {**value, "json": json.loads(value["json"])}
+        except json.JSONDecodeError as exc:
+            raise ParameterError(f"sampling parameter '{name}.json' is not valid JSON: {exc}") from None
+    return dict(value)
+
+
+def _optional(convert):
+    def parse(name: str, value: Any):
+        return None if value is None else convert(name, value)
+
+    return parse
+
+
+# Sampling parameter name -> converter. Names follow vLLM's SamplingParams.
+_CONVERTERS = {
+    "n": _int,
+    "max_tokens": _optional(_int),
+    "min_tokens": _int,
+    "seed": _optional(_int),
+    "top_k": _int,
+    "logprobs": _optional(_int),
+    "prompt_logprobs": _optional(_int),
+    "temperature": _float,
+    "top_p": _float,
+    "min_p": _float,
+    "presence_penalty": _float,
+    "frequency_penalty": _float,
+    "repetition_penalty": _float,
+    "ignore_eos": _bool,
+    "skip_special_tokens": _bool,
+    "spaces_between_special_tokens": _bool,
+    "include_stop_str_in_output": _bool,
+    "stop": _str_list,
+    "bad_words": _str_list,
+    "stop_token_ids": _int_list,
+    "allowed_token_ids": _int_list,
+    "logit_bias": _logit_bias,
+    "structured_outputs": _structured,
+}
+
+# Older vllm_backend spelling, accepted as an alias.
+_ALIASES = {"guided_decoding": "structured_outputs"}
+
+# Keys that select what runs, not how tokens are sampled.
+REQUEST_KEYS = {"lora_name"}
+
+KNOWN_KEYS = frozenset(_CONVERTERS) | frozenset(_ALIASES) | REQUEST_KEYS
+
+
+def parse_sampling_parameters(raw: str | bytes | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (sampling kwargs, request options) from the JSON text of `sampling_parameters`.
+
+    Request options hold the non-sampling keys (`lora_name`). Raises ParameterError naming the bad key.
+    """
+    if raw is None:
+        return {}, {}
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8")
+    if not raw.strip():
+        return {}, {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"sampling_parameters is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParameterError("sampling_parameters must be a JSON object")
+    sampling: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in data.items():
+        name = _ALIASES.get(key, key)
+        if name in REQUEST_KEYS:
+            if value is not None and not isinstance(value, str):
+                raise ParameterError(f"sampling parameter '{key}' must be a string, got {value!r}")
+            options[name] = value
+            continue
+        converter = _CONVERTERS.get(name)
+        if converter is None:
+            raise ParameterError(f"unknown sampling parameter '{key}'")
+        sampling[name] = converter(key, value)
+    return sampling, options
