@@ -360,6 +360,11 @@ class TritonPythonModel:
             started = time.perf_counter()
             await self._engine.check_health()
             result = {"healthy": True, "seconds": round(time.perf_counter() - started, 6)}
+        elif op == "stats":
+            result = {
+                "active_requests": len(self._active),
+                "engine_unfinished_requests": self._engine.output_processor.get_num_unfinished_requests(),
+            }
         elif op == "load_lora":
             await self.loras.load(self._engine, message.get("lora_name"), message.get("lora_path"))
             result = {"loaded": message.get("lora_name"), **self._info()}
@@ -367,7 +372,7 @@ class TritonPythonModel:
             await self.loras.unload(self._engine, message.get("lora_name"))
             result = {"unloaded": message.get("lora_name"), **self._info()}
         else:
-            raise RequestError(f"unknown control op '{op}' (known: info, health, load_lora, unload_lora)")
+            raise RequestError(f"unknown control op '{op}' (known: info, health, stats, load_lora, unload_lora)")
         payload = np.array([json.dumps(result).encode("utf-8")], dtype=np.object_)
         response = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("control_response", payload)])
         sender.send(response, flags=FINAL)

