@@ -70,7 +70,7 @@ class Stack:
             env=triton_env,
             log_path=str(config.log_dir / "triton.log") if config.log_dir else None,
         )
-        self.frontend: subprocess.Popen | None = None
+        self.frontend: FrontendProcess | None = None
 
     @property
     def base_url(self) -> str:
@@ -84,36 +84,15 @@ class Stack:
         log(f"Triton ready in {time.monotonic() - started:.0f} s")
 
     def start_frontend(self) -> None:
-        env = {
-            **os.environ,
-            "PORT": str(self.config.port),
-            "TRITON_URL": f"127.0.0.1:{self.config.triton_ports.grpc}",
-            **self.config.frontend_env,
-        }
-        env.pop("API_KEY", None)
-        if self.config.api_key:
-            env["API_KEY"] = self.config.api_key
-        output = None
-        if self.config.log_dir:
-            output = open(self.config.log_dir / "frontend.log", "ab")  # noqa: SIM115 - owned by the child
-        self.frontend = subprocess.Popen(
-            [sys.executable, "-m", "frontend", *self.config.frontend_args],
-            cwd=str(REPO),
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT if output else None,
-            start_new_session=True,
+        self.frontend = FrontendProcess(
+            port=self.config.port,
+            triton_grpc=f"127.0.0.1:{self.config.triton_ports.grpc}",
+            api_key=self.config.api_key,
+            args=self.config.frontend_args,
+            env=self.config.frontend_env,
+            log_path=self.config.log_dir / "frontend.log" if self.config.log_dir else None,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.frontend.poll() is not None:
-                raise RuntimeError(f"frontend exited with code {self.frontend.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2):
-                    return
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        raise TimeoutError("frontend did not answer /health within 60 s")
+        self.frontend.start()
 
     def start(self) -> None:
         try:
@@ -124,16 +103,9 @@ class Stack:
             raise
 
     def stop_frontend(self) -> None:
-        if self.frontend is None:
-            return
-        if self.frontend.poll() is None:
-            self.frontend.send_signal(signal.SIGTERM)
-            try:
-                self.frontend.wait(timeout=35)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_group(self.frontend.pid)
-        self.frontend = None
+        if self.frontend is not None:
+            self.frontend.stop()
+            self.frontend = None
 
     def stop(self) -> None:
         self.stop_frontend()
@@ -145,3 +117,70 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class FrontendProcess:
+    """`python -m frontend` in its own process group, pointed at a Triton gRPC address."""
+
+    def __init__(
+        self,
+        port: int,
+        triton_grpc: str,
+        api_key: str | None = None,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.port = port
+        self.triton_grpc = triton_grpc
+        self.api_key = api_key
+        self.args = args or []
+        self.env = env or {}
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def poll(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def start(self, timeout: float = 60) -> None:
+        env = {**os.environ, "PORT": str(self.port), "TRITON_URL": self.triton_grpc, **self.env}
+        env.pop("API_KEY", None)
+        if self.api_key:
+            env["API_KEY"] = self.api_key
+        output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "frontend", *self.args],
+            cwd=str(REPO),
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"frontend exited with code {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                return  # it answers (e.g. 401 with closed health routes)
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        raise TimeoutError(f"frontend did not answer /health within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=35)
+            except subprocess.TimeoutExpired:
+                pass
+        kill_group(self.process.pid)
+        self.process = None

@@ -101,7 +101,7 @@ def openai_client(base_url):
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def async_openai_client(base_url):
     import openai
 
@@ -126,3 +126,62 @@ def run_reference(cases: list[dict], engine_args: dict | None = None) -> list[di
         raise RuntimeError(f"reference vLLM failed:\n{done.stderr[-4000:]}")
     line = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT ") :])
+
+
+# Parity cases: computed once per session by offline vLLM with the same engine arguments as the stack.
+PARITY_PROMPTS = ["def hello", "import os\nimport sys\n", "The quick brown fox", "class Parser:"]
+GREEDY = {"temperature": 0, "max_tokens": 24}
+CHAT_MESSAGES = [
+    [{"role": "user", "content": "Say something about Python."}],
+    [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Name a prime."},
+        {"role": "assistant", "content": "Seven."},
+        {"role": "user", "content": "Another?"},
+    ],
+]
+
+
+def parity_cases() -> dict[str, dict]:
+    cases = {f"prompt-{i}": {"prompt": p, "params": GREEDY} for i, p in enumerate(PARITY_PROMPTS)}
+    for i, messages in enumerate(CHAT_MESSAGES):
+        cases[f"chat-{i}"] = {"chat": messages, "params": GREEDY}
+    for lora_id, name in enumerate(LORA_NAMES, start=1):
+        for i, prompt in enumerate(PARITY_PROMPTS[:2]):
+            cases[f"{name}-{i}"] = {"prompt": prompt, "params": GREEDY, "lora": [name, lora_id, str(TINY_LORAS / name)]}
+    return cases
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict[str, dict]:
+    cases = parity_cases()
+    results = run_reference(list(cases.values()))
+    return dict(zip(cases, results, strict=True))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(TINY_MODEL))
+
+
+@pytest.fixture(scope="session")
+def triton(triton_grpc_url):
+    from tests.integration.triton_client import TritonTestClient
+
+    return TritonTestClient(triton_grpc_url)
+
+
+def wait_for_idle(triton, timeout: float = 10.0) -> dict:
+    """Poll the model's stats until no request is in flight in the model or the engine."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    stats = triton.control("stats")
+    while time.monotonic() < deadline:
+        stats = triton.control("stats")
+        if stats["engine_unfinished_requests"] == 0 and stats["active_requests"] == 0:
+            return stats
+        time.sleep(0.1)
+    return stats

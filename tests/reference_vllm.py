@@ -1,7 +1,8 @@
 """Offline vLLM reference outputs for parity tests: run as a subprocess (vLLM spawns processes; needs __main__).
 
-Input (stdin): {"engine_args": {...}, "cases": [{"prompt": str | [ids], "params": {...}, "lora": [name, id, path] | null,
-"chat": [messages] | null}]}. Output (stdout, last line): JSON list of {"texts": [...], "token_counts": [...]}.
+Input (stdin): {"engine_args": {...}, "cases": [{"prompt": str | [ids], "params": {...},
+"lora": [name, id, path] | null, "chat": [messages] | null}]}.
+Output (stdout, last line): "RESULT " + JSON list of {"texts", "token_counts", "prompt_tokens"}.
 """
 
 from __future__ import annotations

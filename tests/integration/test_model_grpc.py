@@ -6,28 +6,10 @@ import time
 
 import pytest
 
-from tests.conftest import TINY_MODEL, run_reference
+from tests.conftest import GREEDY, PARITY_PROMPTS, wait_for_idle
 from tests.integration.triton_client import TritonTestClient, make_inputs
 
-PROMPTS = ["def hello", "import os\nimport sys\n", "The quick brown fox", "class Parser:"]
-GREEDY = {"temperature": 0, "max_tokens": 24}
-
-
-@pytest.fixture(scope="module")
-def triton(triton_grpc_url) -> TritonTestClient:
-    return TritonTestClient(triton_grpc_url)
-
-
-@pytest.fixture(scope="module")
-def reference() -> list[dict]:
-    return run_reference([{"prompt": p, "params": GREEDY} for p in PROMPTS])
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(TINY_MODEL))
+PROMPTS = PARITY_PROMPTS
 
 
 def generate(triton: TritonTestClient, prompt: str, **kwargs):
@@ -39,8 +21,9 @@ def generate(triton: TritonTestClient, prompt: str, **kwargs):
 @pytest.mark.parametrize("index", range(len(PROMPTS)))
 def test_greedy_text_equals_offline_vllm(triton, reference, index):
     outcome = generate(triton, PROMPTS[index], params=GREEDY, exclude_input=True)
-    assert outcome.texts() == reference[index]["texts"]
-    assert outcome.responses[-1]["num_output_tokens"] == reference[index]["token_counts"]
+    expected = reference[f"prompt-{index}"]
+    assert outcome.texts() == expected["texts"]
+    assert outcome.responses[-1]["num_output_tokens"] == expected["token_counts"]
 
 
 def test_stream_pieces_join_to_the_non_streamed_text(triton):
@@ -99,17 +82,6 @@ def test_string_values_are_parsed_by_value(triton):
     as_values = generate(triton, PROMPTS[3], params={"temperature": 0, "max_tokens": 5, "ignore_eos": False})
     assert as_strings.texts() == as_values.texts()
     assert as_strings.responses[0]["num_output_tokens"] == [5]
-
-
-def wait_for_idle(triton: TritonTestClient, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    stats = triton.control("stats")
-    while time.monotonic() < deadline:
-        stats = triton.control("stats")
-        if stats["engine_unfinished_requests"] == 0 and stats["active_requests"] == 0:
-            return stats
-        time.sleep(0.1)
-    return stats
 
 
 def test_cancellation_aborts_the_engine_request(triton):
