@@ -82,7 +82,7 @@ class SamplingRequest(BaseModel):
     @classmethod
     def _top_k(cls, value: int | None) -> int | None:
         if value is not None and value < -1:
-            raise ValueError("top_k must be -1 (disabled) or at least 1")
+            raise ValueError("top_k must be -1 or 0 (disabled) or at least 1")
         return value
 
     @field_validator("logit_bias")
@@ -97,7 +97,7 @@ class SamplingRequest(BaseModel):
     @field_validator("stop")
     @classmethod
     def _stop(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and any(s == "" for s in value):
+        if value == "" or (isinstance(value, list) and any(s == "" for s in value)):
             raise ValueError("stop sequences must not be empty strings")
         return value
 

@@ -110,9 +110,9 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         help="Jinja chat template file overriding the model's own (CHAT_TEMPLATE)",
     )
     args = parser.parse_args(argv)
-    api_key = args.api_key or env.get("API_KEY") or None
-    if args.api_key_file:
-        api_key = _read_key_file(args.api_key_file)
+    # Precedence: --api-key, then the key file (flag or API_KEY_FILE), then API_KEY.
+    api_key = args.api_key or (_read_key_file(args.api_key_file) if args.api_key_file else None)
+    api_key = api_key or env.get("API_KEY") or None
     return Settings(
         host=args.host,
         port=args.port,

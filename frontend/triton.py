@@ -37,15 +37,18 @@ class TritonError(Exception):
 
 
 def classify_model_error(message: str) -> str:
-    """The model reports errors as text only (gRPC stream errors carry no code); its messages are stable."""
+    """The model reports errors as text only (gRPC stream errors carry no code); its prefixes are stable."""
     lowered = message.lower()
-    if "unknown lora adapter" in lowered:
+    if lowered.startswith("unknown lora adapter"):
         return "not_found"
-    if "engine is dead" in lowered or "stub process" in lowered or "is not ready" in lowered:
+    if lowered.startswith("engine is dead"):
         return "unavailable"
-    if lowered.startswith("internal") or "unexpected" in lowered:
+    if lowered.startswith("internal error"):
         return "internal"
-    if "request for unknown model" in lowered or "failed to load" in lowered:
+    # Triton's own errors when the model is not there or its stub died.
+    if lowered.startswith("request for unknown model") or ("stub process" in lowered and "not healthy" in lowered):
+        return "unavailable"
+    if lowered.startswith("model '") and lowered.endswith("is not ready"):
         return "unavailable"
     return "invalid"
 

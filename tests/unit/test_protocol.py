@@ -215,11 +215,6 @@ def test_out_of_range_values_rejected(fields, field):
     assert info.value.errors()[0]["loc"][0] == field
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG? frontend/protocol.py SamplingRequest._stop only rejects empty strings inside a list; "
-    "stop='' (a plain string) is accepted and then silently dropped by to_sampling_parameters",
-)
 def test_empty_stop_plain_string_rejected():
     with pytest.raises(ValidationError):
         request(stop="")

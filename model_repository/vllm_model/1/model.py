@@ -423,4 +423,4 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "UNAVAILABLE", f"engine is dead: {exc}"
     if isinstance(exc, (RequestError, LoraError, VLLMClientError, ValueError, TypeError)):
         return "INVALID_ARG", str(exc) or exc.__class__.__name__
-    return "INTERNAL", f"{exc.__class__.__name__}: {exc}"
+    return "INTERNAL", f"internal error: {exc.__class__.__name__}: {exc}"

@@ -1,0 +1,101 @@
+"""`make serve`'s launcher, run as users run it: it serves, Triton's own endpoints work, and SIGTERM stops
+everything it started (tritonserver, the Python stub, vLLM's EngineCore and workers, the frontend)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from launcher.triton import kill_group
+from tests.conftest import ENGINE_ARGS, MODEL_NAME, REPO, TINY_MODEL, ensure_models, free_port
+
+
+def descendants(root: int) -> set[int]:
+    """All live processes below `root` (by parent links in /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, stack = set(), [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_make_serve_launcher_serves_and_stops_cleanly(tmp_path):
+    ensure_models()
+    ports = {name: free_port() for name in ("PORT", "TRITON_HTTP_PORT", "TRITON_GRPC_PORT", "TRITON_METRICS_PORT")}
+    env = {
+        **os.environ,
+        **{k: str(v) for k, v in ports.items()},
+        "MODEL": str(TINY_MODEL),
+        "ENGINE_ARGS": json.dumps({k: v for k, v in ENGINE_ARGS.items() if "lora" not in k}),
+    }
+    env.pop("API_KEY", None)
+    shm_before = set(os.listdir("/dev/shm"))
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "launcher.serve"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    frontend = f"http://127.0.0.1:{ports['PORT']}"
+    triton_http = f"http://127.0.0.1:{ports['TRITON_HTTP_PORT']}"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            assert launcher.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{frontend}/health/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        assert httpx.get(f"{triton_http}/v2/health/ready").status_code == 200
+        body = {"text_input": "def hello", "stream": True, "sampling_parameters": json.dumps({"max_tokens": 8})}
+        with httpx.stream("POST", f"{triton_http}/v2/models/vllm_model/generate_stream", json=body, timeout=60) as r:
+            events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+        assert len(events) > 1 and all("text_output" in e for e in events)
+        completion = httpx.post(
+            f"{frontend}/v1/completions", json={"model": MODEL_NAME, "prompt": "hi", "max_tokens": 3}, timeout=60
+        )
+        assert completion.status_code == 200
+
+        tree = descendants(launcher.pid)
+        assert len(tree) >= 4, "tritonserver, stub, EngineCore and frontend at least"
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=120) == 0
+        time.sleep(1)
+        assert [pid for pid in tree if alive(pid)] == []
+        leaked = {name for name in set(os.listdir("/dev/shm")) - shm_before if name.startswith("tvo")}
+        assert leaked == set()
+    finally:
+        if launcher.poll() is None:
+            kill_group(launcher.pid)
+        log.close()
