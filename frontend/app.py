@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -10,7 +11,7 @@ from fastapi import FastAPI
 from frontend.errors import install_error_handlers
 from frontend.generation import ServedModels
 from frontend.limits import BodySizeLimit
-from frontend.routes import completions, health, models
+from frontend.routes import chat, completions, health, models
 from frontend.settings import Settings
 from frontend.triton import TritonClient
 
@@ -35,10 +36,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Triton vLLM OpenAI frontend", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.chat_template = _read_template(settings.chat_template)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(completions.router)
+    app.include_router(chat.router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -50,3 +53,13 @@ def create_app(settings: Settings) -> FastAPI:
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def _read_template(path: str | None) -> str | None:
+    """A --chat-template file's text (or the argument itself when it is an inline template)."""
+    if not path:
+        return None
+    if "{" in path and not os.path.exists(path):
+        return path
+    with open(path, encoding="utf-8") as file:
+        return file.read()

@@ -60,6 +60,11 @@ class ServedModels:
     async def max_model_len(self) -> int:
         return int((await self._info())["max_model_len"])
 
+    async def tokenizer_facts(self) -> dict[str, Any]:
+        """The model's chat template and special tokens."""
+        info = await self._info()
+        return {"chat_template": info.get("chat_template"), "special_tokens": info.get("special_tokens") or {}}
+
     async def cards(self) -> ModelList:
         info = await self._info(refresh=True)
         base = self._base(info)

@@ -80,6 +80,7 @@ class ParsedRequest:
     prompt: str | dict[str, Any]
     sampling: dict[str, Any]
     lora_name: str | None
+    add_special_tokens: bool
     stream: bool
     include_prompt: bool
     return_flags: dict[str, bool]
@@ -127,7 +128,9 @@ def parse_request(request) -> ParsedRequest:
     # As vllm_backend: the prompt is prepended by default when not streaming.
     exclude = _scalar_bool(request, "exclude_input_in_output", stream)
     flags = {name: _scalar_bool(request, name, False) for name in RETURN_FLAGS}
-    return ParsedRequest(prompt, sampling, options.get("lora_name"), stream, not exclude, flags)
+    return ParsedRequest(
+        prompt, sampling, options.get("lora_name"), options.get("add_special_tokens", True), stream, not exclude, flags
+    )
 
 
 class TritonPythonModel:
@@ -184,6 +187,7 @@ class TritonPythonModel:
         engine_args = AsyncEngineArgs(**self.settings.engine_args)
         self._engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=stat_loggers)
         self.max_model_len = self._engine.model_config.max_model_len
+        self._tokenizer_facts = self._read_tokenizer_facts()
         await self.loras.start(self._engine)
         self._loop.create_task(self._watch_cancellations())
 
@@ -384,6 +388,19 @@ class TritonPythonModel:
             "max_model_len": self.max_model_len,
             "loras": self.loras.names(),
             "created": self.settings.created,
+            **self._tokenizer_facts,
+        }
+
+    def _read_tokenizer_facts(self) -> dict[str, Any]:
+        """What a client needs to render chat prompts as the model expects: the template and special tokens."""
+        try:
+            tokenizer = self._engine.get_tokenizer()
+        except Exception:  # noqa: BLE001 - e.g. skip_tokenizer_init
+            return {"chat_template": None, "special_tokens": {}}
+        special = getattr(tokenizer, "special_tokens_map", {}) or {}
+        return {
+            "chat_template": getattr(tokenizer, "chat_template", None),
+            "special_tokens": {k: v for k, v in special.items() if isinstance(v, (str, list))},
         }
 
 

@@ -145,16 +145,18 @@ _CONVERTERS = {
 # Older vllm_backend spelling, accepted as an alias.
 _ALIASES = {"guided_decoding": "structured_outputs"}
 
-# Keys that select what runs, not how tokens are sampled.
-REQUEST_KEYS = {"lora_name"}
+# Keys that select what runs, not how tokens are sampled: the adapter, and whether tokenizing a text prompt adds
+# the tokenizer's special tokens (chat prompts rendered from a template already hold them).
+REQUEST_KEYS = {"lora_name": str, "add_special_tokens": bool}
 
-KNOWN_KEYS = frozenset(_CONVERTERS) | frozenset(_ALIASES) | REQUEST_KEYS
+KNOWN_KEYS = frozenset(_CONVERTERS) | frozenset(_ALIASES) | frozenset(REQUEST_KEYS)
 
 
 def parse_sampling_parameters(raw: str | bytes | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return (sampling kwargs, request options) from the JSON text of `sampling_parameters`.
 
-    Request options hold the non-sampling keys (`lora_name`). Raises ParameterError naming the bad key.
+    Request options hold the non-sampling keys (`lora_name`, `add_special_tokens`).
+    Raises ParameterError naming the bad key.
     """
     if raw is None:
         return {}, {}
@@ -173,9 +175,12 @@ def parse_sampling_parameters(raw: str | bytes | None) -> tuple[dict[str, Any], 
     for key, value in data.items():
         name = _ALIASES.get(key, key)
         if name in REQUEST_KEYS:
-            if value is not None and not isinstance(value, str):
+            if REQUEST_KEYS[name] is bool:
+                options[name] = _bool(key, value)
+            elif value is not None and not isinstance(value, str):
                 raise ParameterError(f"sampling parameter '{key}' must be a string, got {value!r}")
-            options[name] = value
+            else:
+                options[name] = value
             continue
         converter = _CONVERTERS.get(name)
         if converter is None:
