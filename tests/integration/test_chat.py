@@ -127,18 +127,45 @@ def test_json_schema_output_validates(openai_client, tokenizer):
     jsonschema.validate(json.loads(result.choices[0].message.content), SCHEMA)
 
 
-def test_json_object_on_completions(openai_client):
+def test_json_schema_on_completions(openai_client, tokenizer):
+    result = openai_client.completions.create(
+        model=MODEL_NAME,
+        prompt="A JSON answer:",
+        temperature=0,
+        max_tokens=120,
+        logit_bias=whitespace_bias(tokenizer),
+        extra_body={"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}}},
+    )
+    assert result.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(result.choices[0].text), SCHEMA)
+
+
+def test_json_object_on_completions(openai_client, tokenizer):
     result = openai_client.completions.create(
         model=MODEL_NAME,
         prompt="A JSON object:",
         temperature=0,
-        max_tokens=120,
+        max_tokens=60,
+        logit_bias=whitespace_bias(tokenizer),
         extra_body={"response_format": {"type": "json_object"}},
     )
+    text = result.choices[0].text
+    assert text.startswith("{")
     if result.choices[0].finish_reason == "stop":
-        assert isinstance(json.loads(result.choices[0].text), dict)
-    else:  # a tiny random model may spend all its tokens on whitespace the grammar allows
-        assert result.choices[0].text.lstrip().startswith("{")
+        assert isinstance(json.loads(text), dict)
+
+
+def test_without_a_schema_the_same_request_is_not_json(openai_client, tokenizer):
+    """The schema, not the prompt, makes the output JSON (so the tests above can fail)."""
+    result = chat(
+        openai_client,
+        [{"role": "user", "content": "Is the sky blue? Answer in JSON."}],
+        temperature=0,
+        max_tokens=20,
+        logit_bias=whitespace_bias(tokenizer),
+    )
+    with pytest.raises(ValueError):
+        json.loads(result.choices[0].message.content)
 
 
 @pytest.mark.parametrize(
