@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from frontend.errors import install_error_handlers
 from frontend.generation import ServedModels
 from frontend.limits import BodySizeLimit
-from frontend.routes import chat, completions, health, models
+from frontend.routes import chat, completions, health, lora, models
 from frontend.settings import Settings
 from frontend.triton import TritonClient
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(models.router)
     app.include_router(completions.router)
     app.include_router(chat.router)
+    app.include_router(lora.router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -57,6 +57,11 @@ class ServedModels:
                 return name, name
         raise model_not_found(name)
 
+    async def resolve_base(self) -> tuple[str, dict[str, Any]]:
+        """The base model's name, and the model's facts."""
+        info = await self._info()
+        return self._base(info), info
+
     async def max_model_len(self) -> int:
         return int((await self._info())["max_model_len"])
 

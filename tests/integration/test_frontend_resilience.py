@@ -141,3 +141,11 @@ def test_triton_unreachable_is_503_and_service_recovers_without_restart(triton_g
     finally:
         frontend.stop()
         proxy.stop()
+
+
+def test_lora_management_routes_need_the_key(secured):
+    for route, body in (
+        ("load_lora_adapter", {"lora_name": "x", "lora_path": "/tmp"}),
+        ("unload_lora_adapter", {"lora_name": "adapter-a"}),
+    ):
+        assert_openai_error(httpx.post(f"{secured.base_url}/v1/{route}", json=body), 401)

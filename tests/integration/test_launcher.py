@@ -93,7 +93,9 @@ def test_make_serve_launcher_serves_and_stops_cleanly(tmp_path):
         assert launcher.wait(timeout=120) == 0
         time.sleep(1)
         assert [pid for pid in tree if alive(pid)] == []
-        leaked = {name for name in set(os.listdir("/dev/shm")) - shm_before if name.startswith("tvo")}
+        # The launcher names its Triton's shared-memory regions after its own pid.
+        prefix = f"tvo{launcher.pid}x"
+        leaked = {name for name in set(os.listdir("/dev/shm")) - shm_before if name.startswith(prefix)}
         assert leaked == set()
     finally:
         if launcher.poll() is None:

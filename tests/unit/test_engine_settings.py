@@ -214,8 +214,9 @@ def test_multi_lora_json_read_and_enables_lora(tmp_path):
     settings = load(model_dir)
     assert settings.loras == {"adapter-a": "/loras/a", "adapter-b": "/loras/b"}
     assert settings.engine_args["enable_lora"] is True
-    # max(default 1, 2 adapters) + 1 spare slot (vLLM CPU last-slot workaround).
-    assert settings.engine_args["max_loras"] == 3
+    # 2 declared + room for 2 loaded at run time = capacity 4, + 1 spare slot (vLLM CPU last-slot workaround).
+    assert settings.lora_capacity == 4
+    assert settings.engine_args["max_loras"] == 5
 
 
 def test_lora_paths_resolved_against_model_dir(tmp_path):
@@ -228,7 +229,7 @@ def test_env_loras_merge_over_multi_lora_json(tmp_path):
     model_dir = write_model_dir(tmp_path / "1", {"model": "org/a"}, loras={"a": "/loras/a", "b": "/loras/b"})
     settings = load(model_dir, {"TRITON_VLLM_LORAS": json.dumps({"b": "/env/b", "c": "/env/c"})})
     assert settings.loras == {"a": "/loras/a", "b": "/env/b", "c": "/env/c"}
-    assert settings.engine_args["max_loras"] == 4
+    assert settings.engine_args["max_loras"] == 6
 
 
 def test_env_loras_alone_enable_lora(tmp_path):
@@ -236,21 +237,24 @@ def test_env_loras_alone_enable_lora(tmp_path):
     settings = load(model_dir, {"TRITON_VLLM_LORAS": json.dumps({"only": "/l/only"})})
     assert settings.loras == {"only": "/l/only"}
     assert settings.engine_args["enable_lora"] is True
-    assert settings.engine_args["max_loras"] == 2
+    assert settings.engine_args["max_loras"] == 4
 
 
 @pytest.mark.parametrize(("max_loras", "adapters", "expected"), [(4, 2, 5), (1, 3, 4), (2, 2, 3)])
 def test_max_loras_is_max_of_setting_and_adapters_plus_one(tmp_path, max_loras, adapters, expected):
     loras = {f"lora-{i}": f"/l/{i}" for i in range(adapters)}
     model_dir = write_model_dir(tmp_path / "1", {"model": "org/a", "max_loras": max_loras}, loras=loras)
-    assert load(model_dir).engine_args["max_loras"] == expected
+    settings = load(model_dir)
+    assert settings.engine_args["max_loras"] == expected
+    assert settings.lora_capacity == expected - 1
 
 
 def test_enable_lora_without_adapters_still_gets_spare_slot(tmp_path):
     model_dir = write_model_dir(tmp_path / "1", {"model": "org/a", "enable_lora": True})
     settings = load(model_dir)
     assert settings.engine_args["enable_lora"] is True
-    assert settings.engine_args["max_loras"] == 2
+    assert settings.lora_capacity == 2
+    assert settings.engine_args["max_loras"] == 3
 
 
 def test_lora_named_like_base_model_is_an_error(tmp_path):

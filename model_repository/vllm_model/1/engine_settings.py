@@ -19,6 +19,8 @@ ENV_MODEL = "TRITON_VLLM_MODEL"
 ENV_ENGINE_ARGS = "TRITON_VLLM_ENGINE_ARGS"
 ENV_SERVED_NAME = "TRITON_VLLM_SERVED_MODEL_NAME"
 ENV_LORAS = "TRITON_VLLM_LORAS"
+# Adapters that can be loaded at run time beyond the declared ones, unless model.json sets max_loras.
+RUNTIME_LORA_ROOM = 2
 
 
 class SettingsError(ValueError):
@@ -30,6 +32,8 @@ class EngineSettings:
     engine_args: dict[str, Any]
     served_model_name: str
     loras: dict[str, str]
+    # Most adapters loaded at once (declared + loaded at run time); 0 when LoRA is off.
+    lora_capacity: int
     report_metrics: bool
     created: int
 
@@ -103,15 +107,18 @@ def load_engine_settings(model_dir: str, environ: Mapping[str, str], model_confi
     loras = {name: _resolve(adapter, model_dir) for name, adapter in loras.items()}
     if loras:
         engine_args["enable_lora"] = True
+    capacity = 0
     if engine_args.get("enable_lora"):
+        # model.json's max_loras: adapters loaded at once (default: the declared ones and room for 2 more).
+        capacity = max(int(engine_args.get("max_loras") or len(loras) + RUNTIME_LORA_ROOM), len(loras))
         # vLLM on CPU gives base requests batched with LoRA requests the adapter in the last slot; one slot
-        # more than the adapters that may be active keeps that slot empty.
-        wanted = max(int(engine_args.get("max_loras", 1)), len(loras))
-        engine_args["max_loras"] = wanted + 1
+        # more than the adapters that can exist keeps that slot empty.
+        engine_args["max_loras"] = capacity + 1
     return EngineSettings(
         engine_args=engine_args,
         served_model_name=served,
         loras=loras,
+        lora_capacity=capacity,
         report_metrics=_config_bool(model_config, "REPORT_CUSTOM_METRICS", True),
         created=int(time.time()),
     )

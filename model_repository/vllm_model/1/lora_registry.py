@@ -26,9 +26,9 @@ class _Adapter:
 class LoraRegistry:
     """Name -> LoRARequest, with reference counts so unloading waits for requests that use the adapter."""
 
-    def __init__(self, declared: dict[str, str], base_dir: str) -> None:
+    def __init__(self, declared: dict[str, str], capacity: int) -> None:
         self._declared = dict(declared)
-        self._base_dir = base_dir
+        self._capacity = capacity
         self._adapters: dict[str, _Adapter] = {}
         self._next_id = 1
 
@@ -67,8 +67,17 @@ class LoraRegistry:
             raise LoraError("'lora_name' must be a non-empty string")
         if not isinstance(path, str) or not path.strip():
             raise LoraError("'lora_path' must be a non-empty string")
+        if self._capacity == 0:
+            raise LoraError(
+                "LoRA is not enabled for this model (set enable_lora or declare adapters in multi_lora.json)"
+            )
         if name in self._adapters:
             raise LoraError(f"LoRA adapter '{name}' is already loaded")
+        if len(self._adapters) >= self._capacity:
+            raise LoraError(
+                f"cannot load LoRA adapter '{name}': {self._capacity} adapters are loaded, the most this model "
+                "allows (max_loras in model.json); unload one first"
+            )
         if not os.path.isdir(path):
             raise LoraError(f"LoRA adapter path '{path}' is not a directory")
         adapter = _Adapter(name, self._next_id, path)

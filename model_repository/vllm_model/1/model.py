@@ -148,7 +148,7 @@ class TritonPythonModel:
             from engine_metrics import EngineMetrics
 
             self.metrics = EngineMetrics(args["model_name"], args["model_version"])
-        self.loras = LoraRegistry(self.settings.loras, model_dir)
+        self.loras = LoraRegistry(self.settings.loras, self.settings.lora_capacity)
         # engine request id -> (response sender, the task that serves it)
         self._active: dict[str, tuple[Any, asyncio.Task]] = {}
         self._engine = None
