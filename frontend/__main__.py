@@ -19,6 +19,7 @@ def main() -> None:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
+        access_log=False,
     )
 
 

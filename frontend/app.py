@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from frontend.errors import install_error_handlers
 from frontend.generation import ServedModels
 from frontend.limits import BodySizeLimit
-from frontend.routes import chat, completions, health, lora, models
+from frontend.observability import FrontendMetrics, Observed
+from frontend.routes import chat, completions, health, lora, metrics, models
 from frontend.settings import Settings
 from frontend.triton import TritonClient
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(completions.router)
     app.include_router(chat.router)
     app.include_router(lora.router)
+    app.include_router(metrics.router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -52,7 +54,10 @@ def create_app(settings: Settings) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.state.metrics = FrontendMetrics()
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outermost: counts and logs everything, including 413s, and refuses overload before any work.
+    app.add_middleware(Observed, metrics=app.state.metrics, max_inflight=settings.max_inflight)
     return app
 
 

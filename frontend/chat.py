@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from frontend.chat_template import render_chat
 from frontend.generation import (
+    Observer,
     ServedModels,
     Tally,
     build_requests,
@@ -82,7 +83,7 @@ async def create_chat_completion(
     top = body.top_logprobs or 0
 
     if not body.stream:
-        await cancel_on_disconnect(request, run_to_end(client, requests, tally))
+        await cancel_on_disconnect(request, run_to_end(client, requests, tally, Observer(request)))
         choices = [
             ChatChoice(
                 index=index,
@@ -139,5 +140,11 @@ async def create_chat_completion(
         return chunk([], usage)
 
     return await stream_response(
-        client, requests, tally, render, final_usage if body.include_usage else None, body.continuous_usage
+        client,
+        requests,
+        tally,
+        render,
+        final_usage if body.include_usage else None,
+        body.continuous_usage,
+        Observer(request),
     )

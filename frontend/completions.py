@@ -8,6 +8,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from frontend.generation import (
+    Observer,
     ServedModels,
     Tally,
     build_requests,
@@ -56,7 +57,7 @@ async def create_completion(
     created = now()
 
     if not body.stream:
-        await cancel_on_disconnect(request, run_to_end(client, requests, tally))
+        await cancel_on_disconnect(request, run_to_end(client, requests, tally, Observer(request)))
         choices = []
         for index, state in enumerate(tally.choices):
             logprobs = completion_logprobs(state.logprobs, 0) if want_logprobs else None
@@ -103,5 +104,11 @@ async def create_completion(
         }
 
     return await stream_response(
-        client, requests, tally, render, final_usage if body.include_usage else None, body.continuous_usage
+        client,
+        requests,
+        tally,
+        render,
+        final_usage if body.include_usage else None,
+        body.continuous_usage,
+        Observer(request),
     )

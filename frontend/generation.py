@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -157,12 +158,35 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     raise APIError(499, "client disconnected")
 
 
-async def run_to_end(client: TritonClient, requests: list[GenerateRequest], tally: Tally) -> Tally:
+class Observer:
+    """Records what the client sees of one generation request in the frontend's metrics."""
+
+    def __init__(self, request: Request) -> None:
+        self.metrics = request.app.state.metrics
+        self.route = request.url.path
+        self.started = request.scope.get("state", {}).get("started", time.perf_counter())
+        self.first_seen = False
+
+    def first_text(self) -> None:
+        if not self.first_seen:
+            self.first_seen = True
+            self.metrics.ttft.labels(self.route).observe(time.perf_counter() - self.started)
+
+    def done(self, tally: Tally) -> None:
+        self.metrics.tokens.labels(self.route).inc(sum(c.tokens for c in tally.choices))
+
+    def failed(self, exc: TritonError) -> APIError:
+        self.metrics.triton_errors.labels(exc.kind).inc()
+        return api_error_from(exc)
+
+
+async def run_to_end(client: TritonClient, requests: list[GenerateRequest], tally: Tally, observer: Observer) -> Tally:
     try:
         async for chunk in merged_generations(client, requests):
             tally.add(chunk)
     except TritonError as exc:
-        raise api_error_from(exc) from None
+        raise observer.failed(exc) from None
+    observer.done(tally)
     return tally
 
 
@@ -173,6 +197,7 @@ async def stream_response(
     render: Callable[[list[tuple[int, str, str | None, list[dict[str, Any]]]], Usage | None], list[dict]],
     final_usage: Callable[[Usage], dict[str, Any]] | None,
     continuous_usage: bool,
+    observer: Observer,
 ) -> StreamingResponse:
     """Stream chunks as SSE. The first model response is awaited before answering, so early errors get a status."""
     chunks = merged_generations(client, requests)
@@ -182,7 +207,7 @@ async def stream_response(
         first = None
     except TritonError as exc:
         await chunks.aclose()
-        raise api_error_from(exc) from None
+        raise observer.failed(exc) from None
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -193,14 +218,16 @@ async def stream_response(
                 chunk = pending.pop() if pending else await chunks.__anext__()
                 parts = tally.add(chunk)
                 if parts:
+                    observer.first_text()
                     for payload in render(parts, tally.usage() if continuous_usage else None):
                         yield sse(payload)
         except StopAsyncIteration:
             pass
         except TritonError as exc:
-            yield sse(api_error_from(exc).body())
+            yield sse(observer.failed(exc).body())
         finally:
             await chunks.aclose()
+            observer.done(tally)
         if final_usage is not None:
             yield sse(final_usage(tally.usage()))
         yield DONE

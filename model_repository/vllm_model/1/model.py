@@ -223,6 +223,8 @@ class TritonPythonModel:
             task.cancel()
         self._engine.shutdown()
         self._engine = None
+        if self.metrics is not None:
+            self.metrics.close()
 
     # ---- per request ----
 

