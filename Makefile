@@ -15,7 +15,7 @@ models: setup
 	@$(PY) -m tools.build_lora_adapters --base .models/tiny --out .models/tiny-lora
 
 test: setup models
-	@$(PY) -m pytest -ra --basetemp=.run/pytest $(PYTEST_ARGS)
+	@mkdir -p .run && $(PY) -m pytest -ra --basetemp=.run/pytest $(PYTEST_ARGS)
 
 test-unit: setup
 	@$(PY) -m pytest -ra -m "not integration" $(PYTEST_ARGS)
