@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -89,7 +90,27 @@ def test_make_serve_launcher_serves_and_stops_cleanly(tmp_path):
 
         tree = descendants(launcher.pid)
         assert len(tree) >= 4, "tritonserver, stub, EngineCore and frontend at least"
+        # Graceful: a stream in flight when SIGTERM arrives still finishes, complete.
+        events: list[str] = []
+        first = threading.Event()
+
+        def stream() -> None:
+            body = {"model": MODEL_NAME, "prompt": "hi", "max_tokens": 150, "ignore_eos": True, "stream": True}
+            with httpx.stream("POST", f"{frontend}/v1/completions", json=body, timeout=120) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(line[6:])
+                        first.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert first.wait(60)
         launcher.send_signal(signal.SIGTERM)
+        reader.join(timeout=120)
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+        assert all("error" not in c for c in chunks)
         assert launcher.wait(timeout=120) == 0
         time.sleep(1)
         assert [pid for pid in tree if alive(pid)] == []
