@@ -83,7 +83,7 @@ async def create_chat_completion(
     top = body.top_logprobs or 0
 
     if not body.stream:
-        await cancel_on_disconnect(request, run_to_end(client, requests, tally, Observer(request)))
+        await cancel_on_disconnect(request, run_to_end(client, requests, tally, Observer(request, [prompt])))
         choices = [
             ChatChoice(
                 index=index,
@@ -146,5 +146,5 @@ async def create_chat_completion(
         render,
         final_usage if body.include_usage else None,
         body.continuous_usage,
-        Observer(request),
+        Observer(request, [prompt]),
     )

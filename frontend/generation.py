@@ -161,8 +161,11 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
 class Observer:
     """Records what the client sees of one generation request in the frontend's metrics."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, prompts: list[str | list[int]] | None = None) -> None:
         self.metrics = request.app.state.metrics
+        self.log_text = request.app.state.settings.log_text
+        self.request_id = request.scope.get("state", {}).get("request_id", "-")
+        self.prompts = prompts
         self.route = request.url.path
         self.started = request.scope.get("state", {}).get("started", time.perf_counter())
         self.first_seen = False
@@ -174,6 +177,9 @@ class Observer:
 
     def done(self, tally: Tally) -> None:
         self.metrics.tokens.labels(self.route).inc(sum(c.tokens for c in tally.choices))
+        if self.log_text:  # debugging only (--log-text): prompts and completions are user data
+            texts = ["".join(c.text) for c in tally.choices]
+            logger.info("request_id=%s prompts=%r completions=%r", self.request_id, self.prompts, texts)
 
     def failed(self, exc: TritonError) -> APIError:
         self.metrics.triton_errors.labels(exc.kind).inc()
