@@ -24,4 +24,7 @@ EXPOSE 8000 8001 8002 9000
 
 # MODEL: a hub id or a mounted path, e.g. -e MODEL=Qwen/Qwen2.5-1.5B-Instruct (needs network or a mounted HF cache).
 ENV MODEL=HuggingFaceTB/SmolLM2-135M-Instruct PORT=9000
+# model.json runs eager for CPU (see README); on a GPU let vLLM compile and capture CUDA graphs.
+ENV ENGINE_ARGS='{"enforce_eager": false, "gpu_memory_utilization": 0.85}'
+
 CMD ["python3", "-m", "launcher.serve"]
