@@ -26,5 +26,9 @@ lint: setup
 bench: setup models
 	@$(PY) -m bench.run $(if $(QUICK),--quick,)
 
+.PHONY: soak
+soak: setup models
+	@$(PY) -m tools.soak $(SOAK_ARGS)
+
 clean:
 	rm -rf .run

@@ -29,7 +29,8 @@ def api_error_from(exc: TritonError) -> APIError:
         return APIError(404, exc.message, param="model", code="model_not_found")
     if exc.kind == "unavailable":
         return APIError(503, f"the model is not available: {exc.message}", code="service_unavailable")
-    return APIError(500, f"internal error: {exc.message}", code="internal_error")
+    message = exc.message if exc.message.lower().startswith("internal error") else f"internal error: {exc.message}"
+    return APIError(500, message, code="internal_error")
 
 
 class ServedModels:

@@ -45,6 +45,10 @@ class ResponseFormat(BaseModel):
 
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+# Integers the engine stores as int64 (larger ones would fail inside the engine instead of as a 400).
+INT64_MAX = 2**63 - 1
+Int64 = Annotated[int, Field(ge=-(2**63), le=INT64_MAX)]
+Count = Annotated[int, Field(ge=1, le=INT64_MAX)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 
@@ -55,25 +59,25 @@ class SamplingRequest(BaseModel):
 
     model: str
     n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Count | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     frequency_penalty: Penalty | None = None
     presence_penalty: Penalty | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Int64 | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
     user: str | None = None
     response_format: ResponseFormat | None = None
     # vLLM's extra sampling fields.
-    top_k: int | None = None
+    top_k: Annotated[int, Field(le=INT64_MAX)] | None = None
     min_p: Probability | None = None
     repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
     ignore_eos: bool = False
-    min_tokens: Annotated[int, Field(ge=0)] = 0
-    stop_token_ids: list[int] | None = None
+    min_tokens: Annotated[int, Field(ge=0, le=INT64_MAX)] = 0
+    stop_token_ids: list[Annotated[int, Field(ge=0, le=INT64_MAX)]] | None = None
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
     include_stop_str_in_output: bool = False
@@ -163,7 +167,7 @@ class SamplingRequest(BaseModel):
         return {"json": fmt.json_schema.json_schema}
 
 
-TokenIds = list[Annotated[int, Field(ge=0)]]
+TokenIds = list[Annotated[int, Field(ge=0, le=INT64_MAX)]]
 
 
 class CompletionRequest(SamplingRequest):
@@ -230,7 +234,7 @@ MAX_TOP_LOGPROBS = 20
 
 class ChatCompletionRequest(SamplingRequest):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Count | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
     add_generation_prompt: bool = True

@@ -281,3 +281,15 @@ def test_invalid_json_rejected(raw):
 def test_parameter_error_is_value_error():
     # model.py and callers may catch ValueError broadly.
     assert issubclass(ParameterError, ValueError)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(False, False), ("false", False), (True, True), ("1", True)])
+def test_add_special_tokens_is_a_request_option_parsed_by_value(raw, expected):
+    sampling, options = parse_sampling_parameters(json.dumps({"add_special_tokens": raw, "max_tokens": 2}))
+    assert options == {"add_special_tokens": expected}
+    assert sampling == {"max_tokens": 2}
+
+
+def test_add_special_tokens_rejects_non_booleans():
+    with pytest.raises(ParameterError, match="add_special_tokens"):
+        parse_sampling_parameters('{"add_special_tokens": "perhaps"}')

@@ -265,9 +265,14 @@ class TritonPythonModel:
         prompt_text: str | None = parsed.prompt if isinstance(parsed.prompt, str) else None
         num_input_tokens = 0
         first = True
+        final_sent = False
         self._active[request_id] = (sender, asyncio.current_task())
         try:
-            async for output in self._engine.generate(parsed.prompt, params, request_id, lora_request=lora_request):
+            tokenization = None if parsed.add_special_tokens else {"add_special_tokens": False}
+            outputs = self._engine.generate(
+                parsed.prompt, params, request_id, lora_request=lora_request, tokenization_kwargs=tokenization
+            )
+            async for output in outputs:
                 num_input_tokens = len(output.prompt_token_ids or ())
                 if parsed.include_prompt and prompt_text is None:
                     prompt_text = self._decode(output.prompt_token_ids or [])
@@ -304,6 +309,9 @@ class TritonPythonModel:
                     )
                     sender.send(response, flags=FINAL if finished else 0)
                     first = False
+                    final_sent = finished
+            if parsed.stream and not final_sent:
+                sender.send(flags=FINAL)  # the engine ended the request without a finished output
             if not parsed.stream:
                 prefix = prompt_text if parsed.include_prompt else ""
                 response = self._response(
