@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+OTHERS = "other processes (noise)"
+_TOTAL = "_machine_busy"
 # Process names (comm, at most 15 characters) -> role.
 _ROLES = {
     "tritonserver": "tritonserver",
@@ -46,6 +48,13 @@ def _processes() -> list[tuple[int, str, int, float]]:
     return found
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (user, nice, system, irq, softirq, steal), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
 class CpuProbe:
     """Snapshots of CPU seconds per role for the process groups of one system (and this process, if asked)."""
 
@@ -64,9 +73,15 @@ class CpuProbe:
             totals[role] = totals.get(role, 0.0) + seconds
         if self.self_label:
             totals[self.self_label] = time.process_time()
+        totals[_TOTAL] = machine_busy_seconds()
         return totals
 
     @staticmethod
     def diff(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-        """CPU seconds used between two snapshots, per role (processes that exited in between are not counted)."""
-        return {role: round(after[role] - before.get(role, 0.0), 2) for role in sorted(after)}
+        """CPU seconds used between two snapshots, per role (processes that exited in between are not counted),
+        and by everything else on the machine (`OTHERS`: someone else's work competing for the cores)."""
+        used = {role: after[role] - before.get(role, 0.0) for role in sorted(after) if role != _TOTAL}
+        machine = after[_TOTAL] - before.get(_TOTAL, after[_TOTAL])
+        used = {role: round(seconds, 2) for role, seconds in used.items()}
+        used[OTHERS] = round(max(0.0, machine - sum(used.values())), 2)
+        return used

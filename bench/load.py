@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.cpu import CpuProbe
+from bench.cpu import OTHERS, CpuProbe
 
 
 @dataclass
@@ -207,7 +207,10 @@ async def measure(
         if cpu:
             used = CpuProbe.diff(before, cpu.snapshot())
             result["cpu_s"] = used
-            result["cpu_cores_busy"] = round(sum(used.values()) / duration, 2) if duration > 0 else None
+            if duration > 0:
+                mine = sum(seconds for role, seconds in used.items() if role != OTHERS)
+                result["cpu_cores_busy"] = round(mine / duration, 2)
+                result["other_cores_busy"] = round(used[OTHERS] / duration, 2)
         levels.append(result)
         ttft = result["ttft_ms"]["p50"] if result["ttft_ms"] else float("nan")
         log(

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.clients import HttpCompletions, TritonGrpc
-from bench.cpu import CpuProbe
+from bench.cpu import CpuProbe, machine_busy_seconds
 from bench.load import Level, Workload, measure
 from bench.systems import REPO, OurStack, VllmServe, get_json, run_raw_engine
 
@@ -47,6 +47,7 @@ BASE_ENGINE_ARGS: dict[str, Any] = {
     "max_num_seqs": 32,
 }
 LOADGEN_LABEL = "bench load generator"
+NOISY_CORES = 0.2  # other people's work above this many cores during a level: flagged as noisy
 
 
 def log(message: str) -> None:
@@ -71,6 +72,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-nonstream", action="store_true", help="skip the non-streaming run at the top level (for the 5%% check)"
     )
     parser.add_argument("--kv-cache-gib", default="2", help="VLLM_CPU_KVCACHE_SPACE for every system (default 2)")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=60,
+        help="before each system, wait up to this many seconds for other work on the machine to stop (0: don't)",
+    )
     parser.add_argument("--ready-timeout", type=float, default=300, help="seconds for a server to become ready")
     parser.add_argument("--request-timeout", type=float, default=120, help="seconds for one request")
     args = parser.parse_args(argv)
@@ -199,6 +206,22 @@ async def measure_grpc(grpc_url: str, workload: Workload, probe: CpuProbe) -> di
         await client.aclose()
 
 
+def wait_for_quiet(max_wait: float, threshold: float = NOISY_CORES, window: float = 3.0) -> float | None:
+    """Wait up to `max_wait` s until the machine is nearly idle (before a system starts); return the busy cores."""
+    if max_wait <= 0:
+        return None
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(window)
+        busy = (machine_busy_seconds() - before) / window
+        if busy < threshold or time.monotonic() >= deadline:
+            if busy >= threshold:
+                log(f"machine still busy ({busy:.2f} cores used by others) after {max_wait:.0f} s; going on")
+            return round(busy, 2)
+        log(f"machine busy ({busy:.2f} cores used by others); waiting for it to calm down")
+
+
 def timed(step: Callable[[], Any]) -> float:
     started = time.monotonic()
     step()
@@ -210,8 +233,10 @@ def run_systems(args: argparse.Namespace, model: str, engine_args: dict[str, Any
     results: dict[str, Any] = {}
     top = max(args.levels)
     triton_version: str | None = None
+    idle: dict[str, float | None] = {}  # other work (cores) on the machine just before each system started
 
     if "raw_engine" in args.systems:
+        idle["raw_engine"] = wait_for_quiet(args.wait_quiet)
         log("1/3 raw engine: AsyncLLM in a subprocess (start, measure, stop)")
         started = time.monotonic()
         try:
@@ -225,6 +250,7 @@ def run_systems(args: argparse.Namespace, model: str, engine_args: dict[str, Any
             results["raw_engine"] = {"error": str(exc)}
 
     if "vllm_serve" in args.systems:
+        idle["vllm_serve"] = wait_for_quiet(args.wait_quiet)
         log("2/3 vllm serve: starting")
         server = VllmServe(model, engine_args, work / "vllm_serve.log", args.ready_timeout)
         entry: dict[str, Any] = {}
@@ -242,6 +268,7 @@ def run_systems(args: argparse.Namespace, model: str, engine_args: dict[str, Any
         results["vllm_serve"] = entry
 
     if "ours" in args.systems or "triton_grpc" in args.systems:
+        idle["ours"] = wait_for_quiet(args.wait_quiet)
         log("3/3 our stack (tritonserver + vLLM + frontend): starting")
         stack = OurStack(model, engine_args, work / "stack", args.ready_timeout)
         startup: float | None = None
@@ -281,6 +308,8 @@ def run_systems(args: argparse.Namespace, model: str, engine_args: dict[str, Any
             for name in ("ours", "triton_grpc"):
                 if name in results:
                     results[name]["stop_s"] = stop_s
+    for name, data in results.items():
+        data["machine_busy_before_start"] = idle.get("ours" if name == "triton_grpc" else name)
     return results, triton_version
 
 
@@ -309,7 +338,7 @@ def compare(results: dict[str, Any], numerator: str, denominator: str) -> dict[s
             if b["requests_per_s"]
             else None,
         }
-        for metric in ("ttft_ms", "itl_ms", "e2e_ms"):
+        for metric in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms"):
             for q in ("p50", "p99"):
                 x, y = _p(a, metric, q), _p(b, metric, q)
                 entry[f"{metric[:-3]}_{q}_diff_ms"] = round(x - y, 2) if x is not None and y is not None else None
@@ -344,11 +373,12 @@ def render(report: dict[str, Any]) -> str:
     lines = []
     header = (
         f"{'system':<26} {'level':<14} {'ok':>7} {'req/s':>7} {'tok/s':>8} {'TTFT p50':>9} {'TTFT p99':>9} "
-        f"{'ITL p50':>8} {'ITL p99':>8} {'E2E p50':>8} {'E2E p99':>8} {'cores':>6}"
+        f"{'ITL p50':>8} {'ITL p99':>8} {'TPOT p50':>9} {'E2E p50':>8} {'E2E p99':>8} {'cores':>6} {'noise':>6}"
     )
     lines += [
         "",
-        "Latencies in ms. ITL = gap between streamed text chunks; cores = CPU cores busy (all processes).",
+        "Latencies in ms. ITL = gap between streamed text chunks; TPOT = (E2E - TTFT) / (tokens - 1) per request;",
+        "cores = CPU cores this system (+ the load generator) kept busy; noise = cores busy with other people's work.",
         header,
     ]
     lines.append("-" * len(header))
@@ -366,17 +396,29 @@ def render(report: dict[str, Any]) -> str:
                 f"{level['requests_per_s']:>7.2f} {level['output_tokens_per_s']:>8.0f} "
                 f"{fmt(_p(level, 'ttft_ms', 'p50')):>9} {fmt(_p(level, 'ttft_ms', 'p99')):>9} "
                 f"{fmt(_p(level, 'itl_ms', 'p50')):>8} {fmt(_p(level, 'itl_ms', 'p99')):>8} "
+                f"{fmt(_p(level, 'tpot_ms', 'p50'), 2):>9} "
                 f"{fmt(_p(level, 'e2e_ms', 'p50'), 0):>8} {fmt(_p(level, 'e2e_ms', 'p99'), 0):>8} "
-                f"{fmt(level.get('cpu_cores_busy'), 2):>6}"
+                f"{fmt(level.get('cpu_cores_busy'), 2):>6} {fmt(level.get('other_cores_busy'), 2):>6}"
             )
         lines.append("")
-    lines.append("Ratios (throughput a÷b; TTFT / ITL differences a−b in ms, p50):")
+    noisy = [
+        f"{LABELS[name]} {level['name']} ({level['other_cores_busy']:.2f})"
+        for name in SYSTEMS
+        for level in level_map(systems.get(name)).values()
+        if (level.get("other_cores_busy") or 0) >= NOISY_CORES
+    ]
+    if noisy:
+        lines.append(f"WARNING: other processes kept cores busy during: {', '.join(noisy)}; rerun on a quiet machine.")
+        lines.append("")
+    lines.append(
+        "Ratios: throughput a÷b; latency differences a−b in ms at p50 (per-level p99 differences in the JSON):"
+    )
     for key, pairs in report["ratios"].items():
         for level, entry in pairs.items():
             lines.append(
                 f"  {key:<34} {level:<14} tok/s x{entry['output_tokens_per_s_ratio']:.3f}   "
-                f"TTFT {fmt(entry['ttft_p50_diff_ms']):>7} ms   ITL {fmt(entry['itl_p50_diff_ms'], 2):>6} ms   "
-                f"E2E {fmt(entry['e2e_p50_diff_ms'], 0):>6} ms"
+                f"TTFT {fmt(entry['ttft_p50_diff_ms']):>7} ms  ITL {fmt(entry['itl_p50_diff_ms'], 2):>6} ms  "
+                f"TPOT {fmt(entry['tpot_p50_diff_ms'], 2):>6} ms  E2E {fmt(entry['e2e_p50_diff_ms'], 0):>6} ms"
             )
     if report["stream_vs_nonstream"]:
         lines.append("")

@@ -25,11 +25,9 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 from engine_settings import load_engine_settings  # noqa: E402
 from lora_registry import LoraError, LoraRegistry, UnknownLora  # noqa: E402
+from responder import Responder, Step  # noqa: E402
 from sampling_parameters import ParameterError, parse_sampling_parameters  # noqa: E402
 
-FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-# How often in-flight requests are checked for cancellation by the client.
-CANCEL_POLL_SECONDS = 0.1
 RETURN_FLAGS = (
     "return_finish_reason",
     "return_cumulative_logprob",
@@ -149,8 +147,9 @@ class TritonPythonModel:
 
             self.metrics = EngineMetrics(args["model_name"], args["model_version"])
         self.loras = LoraRegistry(self.settings.loras, self.settings.lora_capacity)
-        # engine request id -> (response sender, the task that serves it)
-        self._active: dict[str, tuple[Any, asyncio.Task]] = {}
+        # engine request id -> the task that serves it
+        self._active: dict[str, asyncio.Task] = {}
+        self.responder = Responder(self.logger)
         self._engine = None
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -189,16 +188,6 @@ class TritonPythonModel:
         self.max_model_len = self._engine.model_config.max_model_len
         self._tokenizer_facts = self._read_tokenizer_facts()
         await self.loras.start(self._engine)
-        self._loop.create_task(self._watch_cancellations())
-
-    async def _watch_cancellations(self) -> None:
-        """Abort engine requests whose client went away (checked for every in-flight request)."""
-        while True:
-            await asyncio.sleep(CANCEL_POLL_SECONDS)
-            for sender, task in list(self._active.values()):
-                if sender.is_cancelled():
-                    # generate() aborts the engine request when its consumer is cancelled.
-                    task.cancel()
 
     # ---- Triton entry points ----
 
@@ -217,9 +206,10 @@ class TritonPythonModel:
                 self.logger.log_warn(f"[vllm_model] engine shutdown: {exc!r}")
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self.responder.stop()
 
     async def _shutdown(self) -> None:
-        for _, task in list(self._active.values()):
+        for task in list(self._active.values()):
             task.cancel()
         self._engine.shutdown()
         self._engine = None
@@ -238,13 +228,12 @@ class TritonPythonModel:
             parsed = parse_request(request)
             await self._generate(parsed, sender)
         except asyncio.CancelledError:
-            sender.send(flags=FINAL)
+            self.responder.close(sender)
         except Exception as exc:  # noqa: BLE001 - every failure must reach the client
             code_name, message = _classify(exc)
             if code_name == "INTERNAL":
                 self.logger.log_error(f"[vllm_model] request failed: {exc!r}")
-            response = pb_utils.InferenceResponse(error=_triton_error(message, code_name))
-            sender.send(response, flags=FINAL)
+            self.responder.send(sender, pb_utils.InferenceResponse(error=_triton_error(message, code_name)))
 
     async def _generate(self, parsed: ParsedRequest, sender) -> None:
         from vllm import SamplingParams
@@ -266,7 +255,10 @@ class TritonPythonModel:
         num_input_tokens = 0
         first = True
         final_sent = False
-        self._active[request_id] = (sender, asyncio.current_task())
+        task = asyncio.current_task()
+        self._active[request_id] = task
+        # Cancelling the task makes generate() abort the engine request.
+        self.responder.watch(sender, lambda: self._loop.call_soon_threadsafe(task.cancel))
         try:
             tokenization = None if parsed.add_special_tokens else {"add_special_tokens": False}
             outputs = self._engine.generate(
@@ -297,66 +289,39 @@ class TritonPythonModel:
                 if parsed.stream:
                     if first and parsed.include_prompt:
                         deltas = [prompt_text + d for d in deltas]
-                    finished = output.finished
-                    response = self._response(
-                        parsed,
-                        deltas,
-                        [s.new_finish_reason() for s in sequences],
-                        num_input_tokens,
-                        delta_counts,
-                        [s.cumulative_logprob for s in sequences],
-                        delta_logprobs,
+                    step = Step(
+                        texts=deltas,
+                        finish_reasons=[s.new_finish_reason() for s in sequences],
+                        num_input_tokens=num_input_tokens,
+                        num_output_tokens=delta_counts,
+                        cumulative_logprobs=[s.cumulative_logprob for s in sequences],
+                        logprobs=delta_logprobs,
+                        final=output.finished,
                     )
-                    sender.send(response, flags=FINAL if finished else 0)
+                    self.responder.step(sender, step, parsed.return_flags, stream=True)
                     first = False
-                    final_sent = finished
+                    final_sent = output.finished
             if parsed.stream and not final_sent:
-                sender.send(flags=FINAL)  # the engine ended the request without a finished output
+                self.responder.close(sender)  # the engine ended the request without a finished output
             if not parsed.stream:
                 prefix = prompt_text if parsed.include_prompt else ""
-                response = self._response(
-                    parsed,
-                    [prefix + "".join(s.text) for s in sequences],
-                    [s.finish_reason for s in sequences],
-                    num_input_tokens,
-                    [s.num_tokens for s in sequences],
-                    [s.cumulative_logprob for s in sequences],
-                    [s.logprobs for s in sequences],
+                step = Step(
+                    texts=[prefix + "".join(s.text) for s in sequences],
+                    finish_reasons=[s.finish_reason for s in sequences],
+                    num_input_tokens=num_input_tokens,
+                    num_output_tokens=[s.num_tokens for s in sequences],
+                    cumulative_logprobs=[s.cumulative_logprob for s in sequences],
+                    logprobs=[s.logprobs for s in sequences],
+                    final=True,
                 )
-                sender.send(response, flags=FINAL)
+                self.responder.step(sender, step, parsed.return_flags, stream=False)
         finally:
+            self.responder.unwatch(sender)
             self._active.pop(request_id, None)
             await self.loras.release(self._engine, parsed.lora_name)
 
     def _decode(self, token_ids: list[int]) -> str:
         return self._engine.get_tokenizer().decode(token_ids)
-
-    def _response(
-        self,
-        parsed: ParsedRequest,
-        texts: list[str],
-        finish_reasons: list[str],
-        num_input_tokens: int,
-        num_output_tokens: list[int],
-        cumulative_logprobs: list[float],
-        logprobs: list[list[dict[str, Any]]],
-    ) -> pb_utils.InferenceResponse:
-        flags = parsed.return_flags
-        tensors = [pb_utils.Tensor("text_output", np.array([t.encode("utf-8") for t in texts], dtype=np.object_))]
-        if flags["return_finish_reason"]:
-            tensors.append(
-                pb_utils.Tensor("finish_reason", np.array([r.encode() for r in finish_reasons], dtype=np.object_))
-            )
-        if flags["return_num_input_tokens"]:
-            tensors.append(pb_utils.Tensor("num_input_tokens", np.array([num_input_tokens], dtype=np.uint32)))
-        if flags["return_num_output_tokens"]:
-            tensors.append(pb_utils.Tensor("num_output_tokens", np.array(num_output_tokens, dtype=np.uint32)))
-        if flags["return_cumulative_logprob"]:
-            tensors.append(pb_utils.Tensor("cumulative_logprob", np.array(cumulative_logprobs, dtype=np.float32)))
-        if flags["return_logprobs"]:
-            encoded = [json.dumps(entries).encode("utf-8") for entries in logprobs]
-            tensors.append(pb_utils.Tensor("logprobs", np.array(encoded, dtype=np.object_)))
-        return pb_utils.InferenceResponse(output_tensors=tensors)
 
     # ---- control channel: model facts, health, LoRA management ----
 
@@ -389,7 +354,7 @@ class TritonPythonModel:
             raise RequestError(f"unknown control op '{op}' (known: info, health, stats, load_lora, unload_lora)")
         payload = np.array([json.dumps(result).encode("utf-8")], dtype=np.object_)
         response = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("control_response", payload)])
-        sender.send(response, flags=FINAL)
+        self.responder.send(sender, response)
 
     def _info(self) -> dict[str, Any]:
         return {

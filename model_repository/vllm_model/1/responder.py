@@ -1,0 +1,173 @@
+"""The model's response path, on a thread of its own.
+
+Every `response_sender.send()` and `is_cancelled()` is an IPC round trip from the stub to Triton. Doing them on the
+engine's event loop stalls vLLM's output handling and delays new requests (time to first token). So the engine loop
+only queues plain Python data (`Step`s); this thread builds the tensors, sends, and polls cancellation. When it
+falls behind, consecutive streaming steps of one request are merged into one response (as vLLM itself merges steps
+for a slow consumer), so the number of IPCs stays bounded by what Triton can take.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+# How often in-flight requests are checked for cancellation by the client.
+CANCEL_POLL_SECONDS = 0.1
+
+
+@dataclass
+class Step:
+    """What one response carries, per sequence (text deltas when streaming, whole texts otherwise)."""
+
+    texts: list[str]
+    finish_reasons: list[str]
+    num_input_tokens: int
+    num_output_tokens: list[int]
+    cumulative_logprobs: list[float]
+    logprobs: list[list[dict[str, Any]]]
+    final: bool
+
+    def absorb(self, later: Step) -> None:
+        """Fold a later streaming step of the same request into this one."""
+        for i in range(len(self.texts)):
+            self.texts[i] += later.texts[i]
+            self.num_output_tokens[i] += later.num_output_tokens[i]
+            self.finish_reasons[i] = later.finish_reasons[i] or self.finish_reasons[i]
+            self.logprobs[i] = self.logprobs[i] + later.logprobs[i]
+        self.cumulative_logprobs = later.cumulative_logprobs
+        self.num_input_tokens = later.num_input_tokens
+        self.final = later.final
+
+
+def build_response(step: Step, return_flags: dict[str, bool]) -> pb_utils.InferenceResponse:
+    tensors = [pb_utils.Tensor("text_output", np.array([t.encode("utf-8") for t in step.texts], dtype=np.object_))]
+    if return_flags["return_finish_reason"]:
+        reasons = np.array([r.encode() for r in step.finish_reasons], dtype=np.object_)
+        tensors.append(pb_utils.Tensor("finish_reason", reasons))
+    if return_flags["return_num_input_tokens"]:
+        tensors.append(pb_utils.Tensor("num_input_tokens", np.array([step.num_input_tokens], dtype=np.uint32)))
+    if return_flags["return_num_output_tokens"]:
+        tensors.append(pb_utils.Tensor("num_output_tokens", np.array(step.num_output_tokens, dtype=np.uint32)))
+    if return_flags["return_cumulative_logprob"]:
+        tensors.append(pb_utils.Tensor("cumulative_logprob", np.array(step.cumulative_logprobs, dtype=np.float32)))
+    if return_flags["return_logprobs"]:
+        encoded = [json.dumps(entries).encode("utf-8") for entries in step.logprobs]
+        tensors.append(pb_utils.Tensor("logprobs", np.array(encoded, dtype=np.object_)))
+    return pb_utils.InferenceResponse(output_tensors=tensors)
+
+
+@dataclass
+class _Item:
+    sender: Any
+    step: Step | None = None
+    return_flags: dict[str, bool] = field(default_factory=dict)
+    response: Any = None  # a ready InferenceResponse (errors, control answers), or None with no step: close
+    mergeable: bool = False
+
+
+class Responder:
+    """Sends responses and watches for cancelled requests, off the engine's event loop."""
+
+    def __init__(self, logger) -> None:
+        self._logger = logger
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._watched: dict[int, tuple[Any, Callable[[], None]]] = {}
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="vllm-responder", daemon=True)
+        self._thread.start()
+
+    # ---- called from the engine loop ----
+
+    def step(self, sender, step: Step, return_flags: dict[str, bool], stream: bool) -> None:
+        self._queue.put(_Item(sender, step=step, return_flags=return_flags, mergeable=stream))
+
+    def send(self, sender, response) -> None:
+        """A ready response that ends the request (an error or a control answer)."""
+        self._queue.put(_Item(sender, response=response))
+
+    def close(self, sender) -> None:
+        """End the request without data (e.g. after cancellation)."""
+        self._queue.put(_Item(sender))
+
+    def watch(self, sender, on_cancel: Callable[[], None]) -> None:
+        with self._lock:
+            self._watched[id(sender)] = (sender, on_cancel)
+
+    def unwatch(self, sender) -> None:
+        with self._lock:
+            self._watched.pop(id(sender), None)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    # ---- the thread ----
+
+    def _run(self) -> None:
+        next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+        while True:
+            try:
+                first = self._queue.get(timeout=max(0.0, next_poll - time.monotonic()))
+            except queue.Empty:
+                first = ...
+            if first is None:
+                return
+            batch = [] if first is ... else [first]
+            while True:  # drain what is waiting, to merge it
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._deliver(batch)
+                    return
+                batch.append(item)
+            self._deliver(batch)
+            if time.monotonic() >= next_poll:
+                self._poll_cancellations()
+                next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+
+    def _deliver(self, batch: list[_Item]) -> None:
+        merged: list[_Item] = []
+        open_step: dict[int, _Item] = {}
+        for item in batch:
+            key = id(item.sender)
+            pending = open_step.get(key)
+            if item.mergeable and pending is not None:
+                pending.step.absorb(item.step)
+            else:
+                merged.append(item)
+            if item.mergeable and not item.step.final:
+                open_step.setdefault(key, item if pending is None else pending)
+            else:
+                open_step.pop(key, None)
+        for item in merged:
+            try:
+                if item.step is not None:
+                    flags = FINAL if item.step.final else 0
+                    item.sender.send(build_response(item.step, item.return_flags), flags=flags)
+                elif item.response is not None:
+                    item.sender.send(item.response, flags=FINAL)
+                else:
+                    item.sender.send(flags=FINAL)
+            except Exception as exc:  # noqa: BLE001 - e.g. the request was cancelled meanwhile
+                self._logger.log_warn(f"[vllm_model] could not send a response: {exc!r}")
+
+    def _poll_cancellations(self) -> None:
+        with self._lock:
+            watched = list(self._watched.items())
+        for key, (sender, on_cancel) in watched:
+            if sender.is_cancelled():
+                with self._lock:
+                    self._watched.pop(key, None)
+                on_cancel()
