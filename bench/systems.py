@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.stack import Stack, StackConfig
-from launcher.triton import TritonPorts, kill_group
+from launcher.triton import TritonPorts, kill_group, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -149,13 +148,7 @@ class VllmServe:
         """SIGTERM, a clean exit if it comes within 30 s, then whatever is left of the group is killed."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_group(self.process.pid)
+        stop_group(self.process, timeout=30)
         self.process = None
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launcher.triton import TritonPorts, TritonProcess, kill_group
+from launcher.triton import TritonPorts, TritonProcess, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -174,13 +173,8 @@ class FrontendProcess:
         raise TimeoutError(f"frontend did not answer /health within {timeout:.0f} s")
 
     def stop(self) -> None:
+        """SIGTERM (uvicorn lets in-flight requests finish, up to 30 s), then end what is left of the group."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=35)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_group(self.process.pid)
+        stop_group(self.process, timeout=35)
         self.process = None

@@ -173,21 +173,24 @@ class TritonProcess:
         """SIGTERM, wait for a clean exit, then kill whatever is left of the group and its shm regions."""
         if self.process is None:
             return
-        timeout = self.EXIT_TIMEOUT_S + 15 if timeout is None else timeout
-        pgid = self.process.pid
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_group(pgid)
+        stop_group(self.process, self.EXIT_TIMEOUT_S + 15 if timeout is None else timeout)
         for path in glob.glob(f"/dev/shm/{self.shm_prefix}*"):
             try:
                 os.unlink(path)
             except OSError:
                 pass
         self.process = None
+
+
+def stop_group(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM the group leader, give it `timeout` seconds to exit cleanly, then end whatever is left of its group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    kill_group(process.pid)
 
 
 def kill_group(pgid: int, grace: float = 5.0) -> None:
