@@ -38,6 +38,7 @@ def triton_metrics(stack) -> str:
 
 
 def test_engine_metrics_with_vllm_names(triton_metrics, openai_client):
+    time.sleep(1.0)  # let earlier tests' requests be published first (the model flushes every 0.2 s)
     before = scrape(triton_metrics)
     openai_client.completions.create(model=MODEL_NAME, prompt="hi there", max_tokens=7, extra_body={"ignore_eos": True})
     time.sleep(1.0)  # the model flushes metrics every 0.2 s
