@@ -113,6 +113,7 @@ class TritonProcess:
         self.process: subprocess.Popen | None = None
         # A prefix of our own for the Python backend's /dev/shm regions, so leftovers can be removed.
         self.shm_prefix = f"tvo{os.getpid()}x{int(time.time())}_"
+        self.engine_regions: set[str] = set()
 
     def command(self, layout: TritonLayout) -> list[str]:
         cmd = [
@@ -162,6 +163,8 @@ class TritonProcess:
                 code = None if self.process is None else self.process.returncode
                 raise RuntimeError(f"tritonserver exited with code {code} before '{model}' was ready")
             if self.is_ready(model):
+                # Remembered now, so they can be removed even if the whole group is later killed at once.
+                self.engine_regions |= shm_regions_of_group(self.process.pid)
                 return
             if progress and time.monotonic() - last_report > 10:
                 progress(f"waiting for '{model}' (engine start) ... {int(time.monotonic() - deadline + timeout)} s")
@@ -173,13 +176,36 @@ class TritonProcess:
         """SIGTERM, wait for a clean exit, then kill whatever is left of the group and its shm regions."""
         if self.process is None:
             return
+        # vLLM's own shared memory (psm_*) outlives its processes when they are killed; note what the group maps.
+        engine_regions = self.engine_regions | shm_regions_of_group(self.process.pid)
         stop_group(self.process, self.EXIT_TIMEOUT_S + 15 if timeout is None else timeout)
-        for path in glob.glob(f"/dev/shm/{self.shm_prefix}*"):
+        mapped_now = shm_regions_of_group(None)
+        for path in [*glob.glob(f"/dev/shm/{self.shm_prefix}*"), *(engine_regions - mapped_now)]:
             try:
                 os.unlink(path)
             except OSError:
                 pass
         self.process = None
+        self.engine_regions = set()
+
+
+def shm_regions_of_group(pgid: int | None) -> set[str]:
+    """The /dev/shm files mapped by the processes of a process group (by every process when pgid is None)."""
+    regions: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if pgid is not None and os.getpgid(int(entry.name)) != pgid:
+                continue
+            maps = (entry / "maps").read_text()
+        except (OSError, ProcessLookupError):
+            continue
+        for line in maps.splitlines():
+            path = line.rsplit(" ", 1)[-1]
+            if path.startswith("/dev/shm/"):
+                regions.add(path)
+    return regions
 
 
 def stop_group(process: subprocess.Popen, timeout: float) -> None:
