@@ -60,7 +60,7 @@ def test_engine_metrics_with_vllm_names(triton_metrics, openai_client):
     )
     for histogram in (
         "vllm:time_to_first_token_seconds",
-        "vllm:inter_token_latency_seconds",
+        "vllm:request_time_per_output_token_seconds",
         "vllm:e2e_request_latency_seconds",
         "vllm:request_queue_time_seconds",
         "vllm:request_prompt_tokens",
@@ -69,6 +69,8 @@ def test_engine_metrics_with_vllm_names(triton_metrics, openai_client):
         assert value(after, f"{histogram}_count", LABELS) > value(
             before, f"{histogram}_count", LABELS, required=False
         ), histogram
+    # The per-token histogram costs an IPC per token and is off by default (REPORT_INTER_TOKEN_LATENCY).
+    assert "vllm:inter_token_latency_seconds" not in after
 
 
 def test_frontend_metrics(base_url, openai_client):

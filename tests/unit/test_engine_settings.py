@@ -323,5 +323,15 @@ def test_report_custom_metrics_bad_value_is_an_error(tmp_path):
         load(model_dir, model_config=metrics_config("maybe"))
 
 
+def test_inter_token_latency_histogram_is_opt_in(tmp_path):
+    model_dir = write_model_dir(tmp_path / "1", {"model": "org/a"})
+    assert load(model_dir, model_config={}).report_inter_token_latency is False
+    config = {"parameters": {"REPORT_INTER_TOKEN_LATENCY": {"string_value": "true"}}}
+    assert load(model_dir, model_config=config).report_inter_token_latency is True
+    config = {"parameters": {"REPORT_INTER_TOKEN_LATENCY": {"string_value": "often"}}}
+    with pytest.raises(SettingsError, match="REPORT_INTER_TOKEN_LATENCY.*'often'"):
+        load(model_dir, model_config=config)
+
+
 def test_settings_error_is_value_error():
     assert issubclass(SettingsError, ValueError)

@@ -2,7 +2,10 @@
 
 A vLLM V1 stat logger receives the engine's per-step stats on the engine's event loop; it only queues numbers.
 A background thread turns them into Triton custom metrics (each update is an IPC from the stub to the server),
-so the engine loop never waits on metrics.
+so the engine loop never waits on metrics. Counters and gauges are summed per flush and histograms are observed
+per request, except `vllm:inter_token_latency_seconds`, which takes one observation (one IPC) per generated token:
+it is off unless asked for (`REPORT_INTER_TOKEN_LATENCY`); `vllm:request_time_per_output_token_seconds` (each
+request's mean) is the cheap stand-in.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ class EngineMetrics:
 
     FLUSH_SECONDS = 0.2
 
-    def __init__(self, model: str, version: str) -> None:
+    def __init__(self, model: str, version: str, inter_token_latency: bool = False) -> None:
         labels = {"model": model, "version": version}
         family = pb_utils.MetricFamily
         # Keep references to the families: Triton drops a family whose object is collected.
@@ -52,7 +55,15 @@ class EngineMetrics:
         }
         hist = family.HISTOGRAM
         self.ttft = metric("vllm:time_to_first_token_seconds", "Time to first token.", hist, TTFT_BUCKETS)
-        self.itl = metric("vllm:inter_token_latency_seconds", "Inter-token latency.", hist, ITL_BUCKETS)
+        self.itl = None
+        if inter_token_latency:
+            self.itl = metric("vllm:inter_token_latency_seconds", "Inter-token latency.", hist, ITL_BUCKETS)
+        self.tpot = metric(
+            "vllm:request_time_per_output_token_seconds",
+            "Mean time per output token of each request.",
+            hist,
+            ITL_BUCKETS,
+        )
         self.e2e = metric("vllm:e2e_request_latency_seconds", "End-to-end request latency.", hist, LATENCY_BUCKETS)
         self.queue_time = metric("vllm:request_queue_time_seconds", "Time spent waiting.", hist, LATENCY_BUCKETS)
         self.request_prompt = metric("vllm:request_prompt_tokens", "Prompt tokens per request.", hist, TOKEN_BUCKETS)
@@ -105,7 +116,8 @@ class EngineMetrics:
             prompt += snap["prompt_tokens"]
             generation += snap["generation_tokens"]
             observations += [(self.ttft, v) for v in snap["ttft"]]
-            observations += [(self.itl, v) for v in snap["itl"]]
+            if self.itl is not None:
+                observations += [(self.itl, v) for v in snap["itl"]]
             for request in snap["finished"]:
                 finished[request["reason"]] = finished.get(request["reason"], 0) + 1
                 observations += [
@@ -114,6 +126,8 @@ class EngineMetrics:
                     (self.request_prompt, request["prompt_tokens"]),
                     (self.request_generation, request["generation_tokens"]),
                 ]
+                if request["generation_tokens"] > 1:
+                    observations.append((self.tpot, request["tpot"]))
         if gauges is not None:
             self.running.set(gauges[0])
             self.waiting.set(gauges[1])
@@ -154,6 +168,7 @@ def _snapshot(scheduler_stats, iteration_stats) -> dict[str, Any]:
                 "queued": stats.queued_time,
                 "prompt_tokens": stats.num_prompt_tokens,
                 "generation_tokens": stats.num_generation_tokens,
+                "tpot": stats.mean_time_per_output_token,
             }
             for stats in iteration_stats.finished_requests
         ]

@@ -35,6 +35,8 @@ class EngineSettings:
     # Most adapters loaded at once (declared + loaded at run time); 0 when LoRA is off.
     lora_capacity: int
     report_metrics: bool
+    # The per-token histogram (vllm:inter_token_latency_seconds): one stub-to-server IPC per generated token.
+    report_inter_token_latency: bool
     created: int
 
 
@@ -120,5 +122,6 @@ def load_engine_settings(model_dir: str, environ: Mapping[str, str], model_confi
         loras=loras,
         lora_capacity=capacity,
         report_metrics=_config_bool(model_config, "REPORT_CUSTOM_METRICS", True),
+        report_inter_token_latency=_config_bool(model_config, "REPORT_INTER_TOKEN_LATENCY", False),
         created=int(time.time()),
     )

@@ -145,7 +145,9 @@ class TritonPythonModel:
         if self.settings.report_metrics:
             from engine_metrics import EngineMetrics
 
-            self.metrics = EngineMetrics(args["model_name"], args["model_version"])
+            self.metrics = EngineMetrics(
+                args["model_name"], args["model_version"], self.settings.report_inter_token_latency
+            )
         self.loras = LoraRegistry(self.settings.loras, self.settings.lora_capacity)
         # engine request id -> the task that serves it
         self._active: dict[str, asyncio.Task] = {}
