@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -36,6 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-len", type=int, default=64)
     parser.add_argument("--grpc", action="store_true", help="drive Triton's gRPC endpoint instead of the frontend")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--engine-arg", action="append", default=[], metavar="KEY=JSON", help="extra engine argument")
     parser.add_argument("--no-spy", action="store_true", help="measure CPU seconds only (no sampling overhead)")
     parser.add_argument("--top", type=int, default=25, help="functions listed per process")
     parser.add_argument("--kv-cache-gib", default="2")
@@ -105,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = (REPO / args.model).resolve()
     os.environ.update(bench_environment(args.kv_cache_gib))
     engine_args = {**BASE_ENGINE_ARGS, "max_num_seqs": max(BASE_ENGINE_ARGS["max_num_seqs"], args.concurrency)}
+    for item in args.engine_arg:
+        key, _, raw = item.partition("=")
+        engine_args[key] = json.loads(raw)
     bench_args = argparse.Namespace(
         input_len=args.input_len,
         output_len=args.output_len,
