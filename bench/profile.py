@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grpc", action="store_true", help="drive Triton's gRPC endpoint instead of the frontend")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--engine-arg", action="append", default=[], metavar="KEY=JSON", help="extra engine argument")
+    parser.add_argument("--pin", default="", help="experiment: comm-prefix=cores;... e.g. 'VLLM::=0;*=1'")
     parser.add_argument("--no-spy", action="store_true", help="measure CPU seconds only (no sampling overhead)")
     parser.add_argument("--top", type=int, default=25, help="functions listed per process")
     parser.add_argument("--kv-cache-gib", default="2")
@@ -68,6 +69,25 @@ def stop_py_spy(process: subprocess.Popen) -> str:
         process.kill()
         _, err = process.communicate()
     return err.decode(errors="replace")[-500:]
+
+
+def pin(spec: str, pgids: list[int]) -> None:
+    """Experiment: pin every thread of the processes in `pgids` by process name prefix ('*' for the rest)."""
+    rules = [
+        (prefix, {int(c) for c in cores.split(",")}) for prefix, _, cores in (r.partition("=") for r in spec.split(";"))
+    ]
+    for pid, comm, pgrp, _ in _processes():
+        if pgrp not in pgids:
+            continue
+        cores = next((c for prefix, c in rules if prefix == "*" or comm.startswith(prefix)), None)
+        if cores is None:
+            continue
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                os.sched_setaffinity(int(tid), cores)
+            except OSError:
+                pass
+        print(f"pinned {comm} ({pid}) to {sorted(cores)}")
 
 
 def summarize_stacks(path: Path, top: int) -> str:
@@ -142,6 +162,8 @@ async def _profile(stack: OurStack, args: argparse.Namespace, workload, work: Pa
         send = client.make_send(True)
         await run_closed_loop(send, workload.prompts("warmup", 8), 4, 120, 300)
         groups = stack.pgids()
+        if args.pin:
+            pin(args.pin, list(groups.values()))
         targets = {"stub": pids_by_comm(groups["triton (other)"]).get("triton_python_b")}
         if not args.grpc:
             targets["frontend"] = stack.stack.frontend.process.pid

@@ -37,6 +37,10 @@ class EngineSettings:
     report_metrics: bool
     # The per-token histogram (vllm:inter_token_latency_seconds): one stub-to-server IPC per generated token.
     report_inter_token_latency: bool
+    # Streaming responses merge several tokens when the response path is busy (responder.py).
+    pace_responses: bool
+    # vLLM on CPU: run the EngineCore on the cores of its (pinned) worker (placement.py).
+    colocate_engine_core: bool
     created: int
 
 
@@ -123,5 +127,7 @@ def load_engine_settings(model_dir: str, environ: Mapping[str, str], model_confi
         lora_capacity=capacity,
         report_metrics=_config_bool(model_config, "REPORT_CUSTOM_METRICS", True),
         report_inter_token_latency=_config_bool(model_config, "REPORT_INTER_TOKEN_LATENCY", False),
+        pace_responses=_config_bool(model_config, "PACE_STREAMING_RESPONSES", True),
+        colocate_engine_core=_config_bool(model_config, "COLOCATE_ENGINE_CORE", True),
         created=int(time.time()),
     )

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 from engine_settings import load_engine_settings  # noqa: E402
 from lora_registry import LoraError, LoraRegistry, UnknownLora  # noqa: E402
+from placement import colocate_engine_core  # noqa: E402
 from responder import Responder, Step  # noqa: E402
 from sampling_parameters import ParameterError, parse_sampling_parameters  # noqa: E402
 
@@ -151,7 +152,7 @@ class TritonPythonModel:
         self.loras = LoraRegistry(self.settings.loras, self.settings.lora_capacity)
         # engine request id -> the task that serves it
         self._active: dict[str, asyncio.Task] = {}
-        self.responder = Responder(self.logger)
+        self.responder = Responder(self.logger, pace=self.settings.pace_responses)
         self._engine = None
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -162,6 +163,10 @@ class TritonPythonModel:
         if self._start_error is not None:
             self._thread.join(timeout=30)
             raise self._start_error
+        if self.settings.colocate_engine_core:
+            placement = colocate_engine_core()
+            if placement is not None:
+                self.logger.log_info(f"[vllm_model] EngineCore shares the CPU worker's cores: {placement}")
         self.logger.log_info(
             f"[vllm_model] engine ready: model={self.settings.engine_args.get('model')} "
             f"served as '{self.settings.served_model_name}', max_model_len={self.max_model_len}"
@@ -299,6 +304,7 @@ class TritonPythonModel:
                         cumulative_logprobs=[s.cumulative_logprob for s in sequences],
                         logprobs=delta_logprobs,
                         final=output.finished,
+                        first=first,
                     )
                     self.responder.step(sender, step, parsed.return_flags, stream=True)
                     first = False

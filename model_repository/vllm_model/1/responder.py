@@ -1,10 +1,15 @@
 """The model's response path, on a thread of its own.
 
-Every `response_sender.send()` and `is_cancelled()` is an IPC round trip from the stub to Triton. Doing them on the
-engine's event loop stalls vLLM's output handling and delays new requests (time to first token). So the engine loop
-only queues plain Python data (`Step`s); this thread builds the tensors, sends, and polls cancellation. When it
-falls behind, consecutive streaming steps of one request are merged into one response (as vLLM itself merges steps
-for a slow consumer), so the number of IPCs stays bounded by what Triton can take.
+Every `response_sender.send()` and `is_cancelled()` is an IPC round trip from the stub to Triton, and every response
+then costs Triton's server and the client a message each. Doing them on the engine's event loop stalls vLLM's output
+handling and delays new requests (time to first token). So the engine loop only queues plain Python data (`Step`s);
+this thread builds the tensors, sends, and polls cancellation.
+
+Under load the thread paces itself: after a round of sends it rests for as long as the round took (at most
+`MAX_REST_SECONDS`), and the streaming steps that arrive meanwhile are merged, one response per request (as vLLM
+itself merges steps for a slow consumer). With few streams a round takes well under a millisecond, so every token
+still goes out on its own; with many, responses carry several tokens and the serving processes spend less CPU per
+token. First responses (time to first token), whole non-streaming answers, errors and control answers never wait.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import triton_python_backend_utils as pb_utils
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 # How often in-flight requests are checked for cancellation by the client.
 CANCEL_POLL_SECONDS = 0.1
+# Upper bound of the rest after a round of sends (the most a streamed token waits for company).
+MAX_REST_SECONDS = 0.02
 
 
 @dataclass
@@ -36,6 +43,7 @@ class Step:
     cumulative_logprobs: list[float]
     logprobs: list[list[dict[str, Any]]]
     final: bool
+    first: bool = False  # the request's first streaming response: sent without waiting
 
     def absorb(self, later: Step) -> None:
         """Fold a later streaming step of the same request into this one."""
@@ -74,12 +82,18 @@ class _Item:
     response: Any = None  # a ready InferenceResponse (errors, control answers), or None with no step: close
     mergeable: bool = False
 
+    @property
+    def urgent(self) -> bool:
+        """Sent at once, even while the thread rests: anything but a later streaming step."""
+        return not self.mergeable or self.step.first
+
 
 class Responder:
     """Sends responses and watches for cancelled requests, off the engine's event loop."""
 
-    def __init__(self, logger) -> None:
+    def __init__(self, logger, pace: bool = True) -> None:
         self._logger = logger
+        self._pace = pace
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._watched: dict[int, tuple[Any, Callable[[], None]]] = {}
         self._lock = threading.Lock()
@@ -115,24 +129,42 @@ class Responder:
 
     def _run(self) -> None:
         next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+        batch: list[_Item] = []
+        rest_until = 0.0
         while True:
+            now = time.monotonic()
+            if batch and now >= rest_until:
+                timeout = 0.0
+            else:
+                timeout = max(0.0, min(next_poll, rest_until if batch else next_poll) - now)
             try:
-                first = self._queue.get(timeout=max(0.0, next_poll - time.monotonic()))
+                item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
             except queue.Empty:
-                first = ...
-            if first is None:
+                item = ...
+            if item is None:
+                self._deliver(batch)
                 return
-            batch = [] if first is ... else [first]
-            while True:  # drain what is waiting, to merge it
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._deliver(batch)
-                    return
+            urgent = False
+            if item is not ...:
                 batch.append(item)
-            self._deliver(batch)
+                urgent = item.urgent
+                while True:  # take what is waiting, to merge it
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._deliver(batch)
+                        return
+                    batch.append(item)
+                    urgent = urgent or item.urgent
+            if batch and (urgent or time.monotonic() >= rest_until):
+                started = time.monotonic()
+                self._deliver(batch)
+                batch = []
+                if self._pace:
+                    took = time.monotonic() - started
+                    rest_until = time.monotonic() + min(took, MAX_REST_SECONDS)
             if time.monotonic() >= next_poll:
                 self._poll_cancellations()
                 next_poll = time.monotonic() + CANCEL_POLL_SECONDS

@@ -1,0 +1,177 @@
+"""The response thread's pacing and merging, with a recording sender in place of Triton's (the real path is covered
+by the integration tests; here the timing rules are checked on their own)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+
+
+class _Tensor:
+    def __init__(self, name: str, array: np.ndarray) -> None:
+        self.name, self.array = name, array
+
+
+class _Response:
+    def __init__(self, output_tensors=None, error=None) -> None:
+        self.tensors = {t.name: t.array for t in output_tensors or []}
+        self.error = error
+
+
+@pytest.fixture(scope="module")
+def responder_module():
+    fake = types.ModuleType("triton_python_backend_utils")
+    fake.TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
+    fake.Tensor = _Tensor
+    fake.InferenceResponse = _Response
+    saved = sys.modules.get("triton_python_backend_utils")
+    sys.modules["triton_python_backend_utils"] = fake
+    sys.modules.pop("responder", None)
+    import responder
+
+    yield responder
+    sys.modules.pop("responder", None)
+    if saved is not None:
+        sys.modules["triton_python_backend_utils"] = saved
+    else:
+        sys.modules.pop("triton_python_backend_utils", None)
+
+
+class RecordingSender:
+    """Records (time, texts, flags) per send; each send takes `cost` seconds, like an IPC round trip."""
+
+    def __init__(self, cost: float = 0.0) -> None:
+        self.cost = cost
+        self.sent: list[tuple[float, list[str], int]] = []
+        self.done = threading.Event()
+
+    def send(self, response=None, flags: int = 0) -> None:
+        time.sleep(self.cost)
+        texts = [] if response is None else [t.decode() for t in response.tensors.get("text_output", [])]
+        self.sent.append((time.monotonic(), texts, flags))
+        if flags:
+            self.done.set()
+
+    def is_cancelled(self) -> bool:
+        return False
+
+
+class Logger:
+    def log_warn(self, message: str) -> None:
+        raise AssertionError(message)
+
+
+FLAGS = {
+    "return_finish_reason": True,
+    "return_cumulative_logprob": False,
+    "return_logprobs": False,
+    "return_num_input_tokens": False,
+    "return_num_output_tokens": True,
+}
+
+
+def step(module, text: str, first: bool = False, final: bool = False):
+    return module.Step(
+        texts=[text],
+        finish_reasons=["length" if final else ""],
+        num_input_tokens=3,
+        num_output_tokens=[1],
+        cumulative_logprobs=[0.0],
+        logprobs=[[]],
+        final=final,
+        first=first,
+    )
+
+
+def test_steps_queued_while_resting_are_merged_and_nothing_is_lost(responder_module):
+    responder = responder_module.Responder(Logger())
+    senders = [RecordingSender(cost=0.004) for _ in range(8)]
+    try:
+        for sender in senders:  # one round of first tokens: sent at once, and long enough to make the thread rest
+            responder.step(sender, step(responder_module, "a", first=True), FLAGS, stream=True)
+        for index in range(10):
+            for sender in senders:
+                last = index == 9
+                responder.step(sender, step(responder_module, str(index), final=last), FLAGS, stream=True)
+            time.sleep(0.002)
+        for sender in senders:
+            assert sender.done.wait(5)
+    finally:
+        responder.stop()
+    for sender in senders:
+        assert "".join("".join(texts) for _, texts, _ in sender.sent) == "a0123456789"
+        assert [flags for _, _, flags in sender.sent][-1] == 1
+        assert sum(flags for _, _, flags in sender.sent) == 1
+    # 11 steps per request, but the thread rested between rounds: fewer responses than steps.
+    assert sum(len(s.sent) for s in senders) < 8 * 11
+
+
+def test_a_lone_stream_gets_every_step_as_its_own_response(responder_module):
+    responder = responder_module.Responder(Logger())
+    sender = RecordingSender()
+    try:
+        responder.step(sender, step(responder_module, "a", first=True), FLAGS, stream=True)
+        for index in range(5):
+            time.sleep(0.01)  # an engine step
+            responder.step(sender, step(responder_module, str(index), final=index == 4), FLAGS, stream=True)
+        assert sender.done.wait(5)
+    finally:
+        responder.stop()
+    assert [texts for _, texts, _ in sender.sent] == [["a"], ["0"], ["1"], ["2"], ["3"], ["4"]]
+
+
+def test_first_response_is_not_held_back_by_a_rest(responder_module):
+    responder = responder_module.Responder(Logger())
+    busy = [RecordingSender(cost=0.015) for _ in range(2)]  # a 30 ms round: the thread then rests up to 20 ms
+    newcomer = RecordingSender()
+    try:
+        for sender in busy:
+            responder.step(sender, step(responder_module, "x", first=True), FLAGS, stream=True)
+        time.sleep(0.035)  # the round is over; the thread rests now
+        queued = time.monotonic()
+        responder.step(newcomer, step(responder_module, "hi", first=True, final=True), FLAGS, stream=True)
+        assert newcomer.done.wait(5)
+        for sender in busy:
+            responder.close(sender)
+    finally:
+        responder.stop()
+    assert newcomer.sent[0][0] - queued < 0.01
+
+
+def test_unpaced_responder_sends_as_soon_as_it_can(responder_module):
+    responder = responder_module.Responder(Logger(), pace=False)
+    sender = RecordingSender()
+    try:
+        responder.step(sender, step(responder_module, "a", first=True), FLAGS, stream=True)
+        responder.step(sender, step(responder_module, "b", final=True), FLAGS, stream=True)
+        assert sender.done.wait(5)
+    finally:
+        responder.stop()
+    assert "".join("".join(texts) for _, texts, _ in sender.sent) == "ab"
+
+
+def _responses_for_steady_stream(module, pace: bool) -> int:
+    """60 steps, one per ms, of one request whose every send takes 3 ms."""
+    responder = module.Responder(Logger(), pace=pace)
+    sender = RecordingSender(cost=0.003)
+    try:
+        responder.step(sender, step(module, "a", first=True), FLAGS, stream=True)
+        for index in range(60):
+            time.sleep(0.001)
+            responder.step(sender, step(module, "b", final=index == 59), FLAGS, stream=True)
+        assert sender.done.wait(5)
+    finally:
+        responder.stop()
+    assert "".join("".join(texts) for _, texts, _ in sender.sent) == "a" + "b" * 60
+    return len(sender.sent)
+
+
+def test_pacing_sends_fewer_responses_than_sending_whenever_free(responder_module):
+    paced = _responses_for_steady_stream(responder_module, pace=True)
+    unpaced = _responses_for_steady_stream(responder_module, pace=False)
+    assert paced < 0.8 * unpaced, (paced, unpaced)
