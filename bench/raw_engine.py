@@ -1,9 +1,10 @@
 """The ceiling: vLLM's `AsyncLLM` in this process, no HTTP, no Triton, driven by the shared load generator.
 
 Run as a subprocess of the benchmark (vLLM spawns its EngineCore and workers, so this needs the `__main__` guard):
-`python -m bench.raw_engine --spec spec.json --out result.json`. The spec holds `engine_args` and the `workload`
-(bench.load.Workload as a dict). The result (startup time, per-level statistics, CPU per process) is written to
-`--out` and printed as the last stdout line, prefixed with `RESULT `.
+`python -m bench.raw_engine --spec spec.json --out result.json`. The spec holds `engine_args`, the `workload`
+(bench.load.Workload as a dict) and `colocate_engine_core` (run vLLM's EngineCore on its CPU worker's cores, as our
+model does). The result (startup time, per-level statistics, CPU per process) is written to `--out` and printed as
+the last stdout line, prefixed with `RESULT `.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**spec["engine_args"]))
     startup_s = time.monotonic() - started
     log(f"engine ready in {startup_s:.1f} s")
+    if spec.get("colocate_engine_core"):
+        from bench.systems import colocate_engine_core
+
+        log(f"EngineCore placed on the worker's cores: {colocate_engine_core(os.getpid())}")
 
     def make_send(stream: bool) -> Send:
         kind = RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY

@@ -30,12 +30,14 @@ from typing import Any
 from bench.clients import HttpCompletions, TritonGrpc
 from bench.cpu import CpuProbe, machine_busy_seconds
 from bench.load import Level, Workload, measure
-from bench.systems import REPO, OurStack, VllmServe, get_json, run_raw_engine
+from bench.systems import REPO, OurStack, VllmServe, colocate_engine_core, get_json, run_raw_engine
 
-SYSTEMS = ("raw_engine", "vllm_serve", "ours", "triton_grpc")
+SYSTEMS = ("raw_engine", "raw_engine_colocated", "vllm_serve", "vllm_serve_colocated", "ours", "triton_grpc")
 LABELS = {
     "raw_engine": "raw engine (AsyncLLM)",
+    "raw_engine_colocated": "raw engine (core placed)",
     "vllm_serve": "vllm serve (HTTP)",
+    "vllm_serve_colocated": "vllm serve (core placed)",
     "ours": "ours: frontend (HTTP)",
     "triton_grpc": "ours: Triton gRPC direct",
 }
@@ -235,41 +237,53 @@ def run_systems(args: argparse.Namespace, model: str, engine_args: dict[str, Any
     triton_version: str | None = None
     idle: dict[str, float | None] = {}  # other work (cores) on the machine just before each system started
 
-    if "raw_engine" in args.systems:
-        idle["raw_engine"] = wait_for_quiet(args.wait_quiet)
-        log("1/3 raw engine: AsyncLLM in a subprocess (start, measure, stop)")
+    for name in ("raw_engine", "raw_engine_colocated"):
+        if name not in args.systems:
+            continue
+        idle[name] = wait_for_quiet(args.wait_quiet)
+        log(f"{LABELS[name]}: AsyncLLM in a subprocess (start, measure, stop)")
         started = time.monotonic()
         try:
-            spec = {"engine_args": {"model": model, **engine_args}, "workload": workload.to_dict()}
+            spec = {
+                "engine_args": {"model": model, **engine_args},
+                "workload": workload.to_dict(),
+                "colocate_engine_core": name.endswith("_colocated"),
+            }
             raw = run_raw_engine(spec, work, timeout=args.ready_timeout + 900)
-            results["raw_engine"] = {**raw, "wall_s": round(time.monotonic() - started, 1)}
+            results[name] = {**raw, "wall_s": round(time.monotonic() - started, 1)}
             for level in raw["levels"]:
-                log(f"raw engine {level['name']}: {level['output_tokens_per_s']:.0f} tok/s")
+                log(f"{name} {level['name']}: {level['output_tokens_per_s']:.0f} tok/s")
         except Exception as exc:  # noqa: BLE001 - report and go on with the next system
-            log(f"raw engine FAILED: {exc}")
-            results["raw_engine"] = {"error": str(exc)}
+            log(f"{name} FAILED: {exc}")
+            results[name] = {"error": str(exc)}
 
-    if "vllm_serve" in args.systems:
-        idle["vllm_serve"] = wait_for_quiet(args.wait_quiet)
-        log("2/3 vllm serve: starting")
-        server = VllmServe(model, engine_args, work / "vllm_serve.log", args.ready_timeout)
+    for name in ("vllm_serve", "vllm_serve_colocated"):
+        if name not in args.systems:
+            continue
+        idle[name] = wait_for_quiet(args.wait_quiet)
+        log(f"{LABELS[name]}: starting")
+        server = VllmServe(model, engine_args, work / f"{name}.log", args.ready_timeout)
         entry: dict[str, Any] = {}
         try:
             entry["startup_s"] = timed(server.start)
             log(f"vllm serve ready in {entry['startup_s']} s on {server.base_url}")
+            if name.endswith("_colocated"):
+                placement = colocate_engine_core(server.pgid)
+                log(f"EngineCore placed on the worker's cores: {placement}")
+                entry["placement"] = str(placement)
             probe = CpuProbe({"api server (python)": server.pgid}, self_label=LOADGEN_LABEL)
             entry.update(asyncio.run(measure_http(server.base_url, workload, probe, top)))
         except Exception as exc:  # noqa: BLE001
-            log(f"vllm serve FAILED: {exc}")
+            log(f"{name} FAILED: {exc}")
             entry["error"] = str(exc)
         finally:
             entry["stop_s"] = timed(server.stop)
             log(f"vllm serve stopped in {entry['stop_s']} s")
-        results["vllm_serve"] = entry
+        results[name] = entry
 
     if "ours" in args.systems or "triton_grpc" in args.systems:
         idle["ours"] = wait_for_quiet(args.wait_quiet)
-        log("3/3 our stack (tritonserver + vLLM + frontend): starting")
+        log("our stack (tritonserver + vLLM + frontend): starting")
         stack = OurStack(model, engine_args, work / "stack", args.ready_timeout)
         startup: float | None = None
         try:
@@ -484,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         "systems": results,
         "ratios": {
             "ours / vllm_serve": compare(results, "ours", "vllm_serve"),
+            "ours / vllm_serve_colocated": compare(results, "ours", "vllm_serve_colocated"),
+            "ours / raw_engine_colocated": compare(results, "ours", "raw_engine_colocated"),
             "ours / raw_engine": compare(results, "ours", "raw_engine"),
             "vllm_serve / raw_engine": compare(results, "vllm_serve", "raw_engine"),
             "triton_grpc / raw_engine": compare(results, "triton_grpc", "raw_engine"),

@@ -23,6 +23,16 @@ from launcher.stack import Stack, StackConfig
 from launcher.triton import TritonPorts, kill_group, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
+MODEL_CODE = REPO / "model_repository" / "vllm_model" / "1"
+
+
+def colocate_engine_core(root: int):
+    """The model's own placement step (model_repository/vllm_model/1/placement.py), applied to a baseline."""
+    if str(MODEL_CODE) not in sys.path:
+        sys.path.append(str(MODEL_CODE))
+    from placement import colocate_engine_core as place
+
+    return place(root)
 
 
 def free_port() -> int:
