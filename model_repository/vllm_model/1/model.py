@@ -251,7 +251,9 @@ class TritonPythonModel:
         if structured is not None:
             kwargs["structured_outputs"] = StructuredOutputsParams(**structured)
         try:
-            params = SamplingParams(**kwargs, output_kind=RequestOutputKind.DELTA)
+            # Streaming: the new tokens of every step. Otherwise only the finished output: no per-token wake-ups here.
+            kind = RequestOutputKind.DELTA if parsed.stream else RequestOutputKind.FINAL_ONLY
+            params = SamplingParams(**kwargs, output_kind=kind)
         except (ValueError, TypeError) as exc:
             raise RequestError(str(exc)) from None
         lora_request = self.loras.acquire(parsed.lora_name)
