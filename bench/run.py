@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default=".models/tiny", help="local model directory (default: .models/tiny)")
     parser.add_argument("--levels", default=None, help="concurrency levels, e.g. 1,8,32 (quick: 1,8)")
     parser.add_argument(
-        "--requests", type=int, default=None, help="requests per level (default max(4c,16); quick max(2c,8))"
+        "--requests", type=int, default=None, help="requests per level (default max(12c,32); quick max(4c,16))"
     )
     parser.add_argument("--input-len", type=int, default=128, help="prompt length in tokens (default 128)")
     parser.add_argument("--output-len", type=int, default=64, help="generated tokens per request (default 64)")
@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def requests_for(concurrency: int, args: argparse.Namespace) -> int:
     if args.requests:
         return args.requests
-    return max(2 * concurrency, 8) if args.quick else max(4 * concurrency, 16)
+    return max(4 * concurrency, 16) if args.quick else max(12 * concurrency, 32)
 
 
 def build_workload(args: argparse.Namespace, model_dir: Path) -> Workload:
