@@ -28,6 +28,7 @@ from lora_registry import LoraError, LoraRegistry, UnknownLora  # noqa: E402
 from placement import colocate_engine_core  # noqa: E402
 from responder import Responder, Step  # noqa: E402
 from sampling_parameters import ParameterError, parse_sampling_parameters  # noqa: E402
+from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams  # noqa: E402
 
 RETURN_FLAGS = (
     "return_finish_reason",
@@ -243,9 +244,6 @@ class TritonPythonModel:
             self.responder.send(sender, pb_utils.InferenceResponse(error=_triton_error(message, code_name)))
 
     async def _generate(self, parsed: ParsedRequest, sender) -> None:
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-
         kwargs = dict(parsed.sampling)
         structured = kwargs.pop("structured_outputs", None)
         if structured is not None:

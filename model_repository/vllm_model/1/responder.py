@@ -5,7 +5,7 @@ then costs Triton's server and the client a message each. Doing them on the engi
 handling and delays new requests (time to first token). So the engine loop only queues plain Python data (`Step`s);
 this thread builds the tensors, sends, and polls cancellation.
 
-Under load the thread paces itself: after a round of sends it rests for as long as the round took (at most
+Under load the thread paces itself: after a round of sends it rests twice as long as the round took (at most
 `MAX_REST_SECONDS`), and the streaming steps that arrive meanwhile are merged, one response per request (as vLLM
 itself merges steps for a slow consumer). With few streams a round takes well under a millisecond, so every token
 still goes out on its own; with many, responses carry several tokens and the serving processes spend less CPU per
@@ -28,7 +28,9 @@ import triton_python_backend_utils as pb_utils
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 # How often in-flight requests are checked for cancellation by the client.
 CANCEL_POLL_SECONDS = 0.1
-# Upper bound of the rest after a round of sends (the most a streamed token waits for company).
+# After a round of sends the thread rests REST_RATIO times as long as the round took (so it sends at most a third of
+# the time), but never longer than MAX_REST_SECONDS (the most a streamed token waits for company).
+REST_RATIO = 2.0
 MAX_REST_SECONDS = 0.02
 
 
@@ -164,7 +166,7 @@ class Responder:
                 batch = []
                 if self._pace:
                     took = time.monotonic() - started
-                    rest_until = time.monotonic() + min(took, MAX_REST_SECONDS)
+                    rest_until = time.monotonic() + min(took * REST_RATIO, MAX_REST_SECONDS)
             if time.monotonic() >= next_poll:
                 self._poll_cancellations()
                 next_poll = time.monotonic() + CANCEL_POLL_SECONDS
