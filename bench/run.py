@@ -73,6 +73,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-nonstream", action="store_true", help="skip the non-streaming run at the top level (for the 5%% check)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="run every system this many times, alternating forward and reverse order, and report medians "
+        "(default 2; quick 1): the box's speed drifts between systems",
+    )
     parser.add_argument("--kv-cache-gib", default="2", help="VLLM_CPU_KVCACHE_SPACE for every system (default 2)")
     parser.add_argument(
         "--wait-quiet",
@@ -90,6 +97,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
     if args.warmup is None:
         args.warmup = 3 if args.quick else 4
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 2
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     return args
 
 
@@ -230,101 +241,172 @@ def timed(step: Callable[[], Any]) -> float:
     return round(time.monotonic() - started, 1)
 
 
-def run_systems(args: argparse.Namespace, model: str, engine_args: dict[str, Any], workload: Workload, work: Path):
-    """Each selected system in turn; a system that fails is reported with its error and the run goes on."""
+# Systems started together (ours and triton_grpc share one running stack), in the order of a forward round.
+BLOCKS = (
+    ("raw_engine",),
+    ("raw_engine_colocated",),
+    ("vllm_serve",),
+    ("vllm_serve_colocated",),
+    ("ours", "triton_grpc"),
+)
+
+
+def run_round(
+    args: argparse.Namespace, model: str, engine_args: dict[str, Any], workload: Workload, work: Path, reverse: bool
+):
+    """Each selected system once (in reverse order when asked); a failed system is reported and the run goes on."""
     results: dict[str, Any] = {}
     top = max(args.levels)
     triton_version: str | None = None
     idle: dict[str, float | None] = {}  # other work (cores) on the machine just before each system started
-
-    for name in ("raw_engine", "raw_engine_colocated"):
-        if name not in args.systems:
-            continue
-        idle[name] = wait_for_quiet(args.wait_quiet)
-        log(f"{LABELS[name]}: AsyncLLM in a subprocess (start, measure, stop)")
-        started = time.monotonic()
-        try:
-            spec = {
-                "engine_args": {"model": model, **engine_args},
-                "workload": workload.to_dict(),
-                "colocate_engine_core": name.endswith("_colocated"),
-            }
-            raw = run_raw_engine(spec, work, timeout=args.ready_timeout + 900)
-            results[name] = {**raw, "wall_s": round(time.monotonic() - started, 1)}
-            for level in raw["levels"]:
-                log(f"{name} {level['name']}: {level['output_tokens_per_s']:.0f} tok/s")
-        except Exception as exc:  # noqa: BLE001 - report and go on with the next system
-            log(f"{name} FAILED: {exc}")
-            results[name] = {"error": str(exc)}
-
-    for name in ("vllm_serve", "vllm_serve_colocated"):
-        if name not in args.systems:
-            continue
-        idle[name] = wait_for_quiet(args.wait_quiet)
-        log(f"{LABELS[name]}: starting")
-        server = VllmServe(model, engine_args, work / f"{name}.log", args.ready_timeout)
-        entry: dict[str, Any] = {}
-        try:
-            entry["startup_s"] = timed(server.start)
-            log(f"vllm serve ready in {entry['startup_s']} s on {server.base_url}")
-            if name.endswith("_colocated"):
-                placement = colocate_engine_core(server.pgid)
-                log(f"EngineCore placed on the worker's cores: {placement}")
-                entry["placement"] = str(placement)
-            probe = CpuProbe({"api server (python)": server.pgid}, self_label=LOADGEN_LABEL)
-            entry.update(asyncio.run(measure_http(server.base_url, workload, probe, top)))
-        except Exception as exc:  # noqa: BLE001
-            log(f"{name} FAILED: {exc}")
-            entry["error"] = str(exc)
-        finally:
-            entry["stop_s"] = timed(server.stop)
-            log(f"vllm serve stopped in {entry['stop_s']} s")
-        results[name] = entry
-
-    if "ours" in args.systems or "triton_grpc" in args.systems:
-        idle["ours"] = wait_for_quiet(args.wait_quiet)
-        log("our stack (tritonserver + vLLM + frontend): starting")
-        stack = OurStack(model, engine_args, work / "stack", args.ready_timeout)
-        startup: float | None = None
-        try:
-            startup = timed(stack.start)
-            triton_version = stack.triton_version()
-            log(f"our stack ready in {startup} s (frontend {stack.base_url}, Triton gRPC {stack.grpc_url})")
-            probe = CpuProbe(stack.pgids(), self_label=LOADGEN_LABEL)
-            if "ours" in args.systems:
-                log("measuring our frontend (HTTP /v1/completions)")
-                try:
-                    results["ours"] = {
-                        "startup_s": startup,
-                        **asyncio.run(measure_http(stack.base_url, workload, probe, top)),
-                    }
-                except Exception as exc:  # noqa: BLE001
-                    log(f"our frontend FAILED: {exc}")
-                    results["ours"] = {"error": str(exc)}
-            if "triton_grpc" in args.systems:
-                log("measuring Triton gRPC streaming directly (same running stack)")
-                try:
-                    results["triton_grpc"] = {
-                        "startup_s": startup,
-                        **asyncio.run(measure_grpc(stack.grpc_url, workload, probe)),
-                    }
-                except Exception as exc:  # noqa: BLE001
-                    log(f"Triton gRPC FAILED: {exc}")
-                    results["triton_grpc"] = {"error": str(exc)}
-        except Exception as exc:  # noqa: BLE001
-            log(f"our stack FAILED to start: {exc}")
-            for name in ("ours", "triton_grpc"):
-                if name in args.systems:
-                    results.setdefault(name, {"error": f"stack start failed: {exc}"})
-        finally:
-            stop_s = timed(stack.stop)
-            log(f"our stack stopped in {stop_s} s")
-            for name in ("ours", "triton_grpc"):
-                if name in results:
-                    results[name]["stop_s"] = stop_s
+    blocks = [block for block in BLOCKS if any(name in args.systems for name in block)]
+    for block in reversed(blocks) if reverse else blocks:
+        if block[0].startswith("raw_engine"):
+            _run_raw(args, model, engine_args, workload, work, block[0], results, idle)
+        elif block[0].startswith("vllm_serve"):
+            _run_vllm_serve(args, model, engine_args, workload, work, block[0], results, idle, top)
+        else:
+            triton_version = _run_ours(args, model, engine_args, workload, work, results, idle, top)
     for name, data in results.items():
         data["machine_busy_before_start"] = idle.get("ours" if name == "triton_grpc" else name)
     return results, triton_version
+
+
+def _run_raw(args, model, engine_args, workload, work, name, results, idle) -> None:
+    idle[name] = wait_for_quiet(args.wait_quiet)
+    log(f"{LABELS[name]}: AsyncLLM in a subprocess (start, measure, stop)")
+    started = time.monotonic()
+    try:
+        spec = {
+            "engine_args": {"model": model, **engine_args},
+            "workload": workload.to_dict(),
+            "colocate_engine_core": name.endswith("_colocated"),
+        }
+        raw = run_raw_engine(spec, work, timeout=args.ready_timeout + 900)
+        results[name] = {**raw, "wall_s": round(time.monotonic() - started, 1)}
+        for level in raw["levels"]:
+            log(f"{name} {level['name']}: {level['output_tokens_per_s']:.0f} tok/s")
+    except Exception as exc:  # noqa: BLE001 - report and go on with the next system
+        log(f"{name} FAILED: {exc}")
+        results[name] = {"error": str(exc)}
+
+
+def _run_vllm_serve(args, model, engine_args, workload, work, name, results, idle, top) -> None:
+    idle[name] = wait_for_quiet(args.wait_quiet)
+    log(f"{LABELS[name]}: starting")
+    server = VllmServe(model, engine_args, work / f"{name}.log", args.ready_timeout)
+    entry: dict[str, Any] = {}
+    try:
+        entry["startup_s"] = timed(server.start)
+        log(f"vllm serve ready in {entry['startup_s']} s on {server.base_url}")
+        if name.endswith("_colocated"):
+            placement = colocate_engine_core(server.pgid)
+            log(f"EngineCore placed on the worker's cores: {placement}")
+            entry["placement"] = str(placement)
+        probe = CpuProbe({"api server (python)": server.pgid}, self_label=LOADGEN_LABEL)
+        entry.update(asyncio.run(measure_http(server.base_url, workload, probe, top)))
+    except Exception as exc:  # noqa: BLE001
+        log(f"{name} FAILED: {exc}")
+        entry["error"] = str(exc)
+    finally:
+        entry["stop_s"] = timed(server.stop)
+        log(f"vllm serve stopped in {entry['stop_s']} s")
+    results[name] = entry
+
+
+def _run_ours(args, model, engine_args, workload, work, results, idle, top) -> str | None:
+    triton_version: str | None = None
+    idle["ours"] = wait_for_quiet(args.wait_quiet)
+    log("our stack (tritonserver + vLLM + frontend): starting")
+    stack = OurStack(model, engine_args, work / "stack", args.ready_timeout)
+    startup: float | None = None
+    try:
+        startup = timed(stack.start)
+        triton_version = stack.triton_version()
+        log(f"our stack ready in {startup} s (frontend {stack.base_url}, Triton gRPC {stack.grpc_url})")
+        probe = CpuProbe(stack.pgids(), self_label=LOADGEN_LABEL)
+        if "ours" in args.systems:
+            log("measuring our frontend (HTTP /v1/completions)")
+            try:
+                results["ours"] = {
+                    "startup_s": startup,
+                    **asyncio.run(measure_http(stack.base_url, workload, probe, top)),
+                }
+            except Exception as exc:  # noqa: BLE001
+                log(f"our frontend FAILED: {exc}")
+                results["ours"] = {"error": str(exc)}
+        if "triton_grpc" in args.systems:
+            log("measuring Triton gRPC streaming directly (same running stack)")
+            try:
+                results["triton_grpc"] = {
+                    "startup_s": startup,
+                    **asyncio.run(measure_grpc(stack.grpc_url, workload, probe)),
+                }
+            except Exception as exc:  # noqa: BLE001
+                log(f"Triton gRPC FAILED: {exc}")
+                results["triton_grpc"] = {"error": str(exc)}
+    except Exception as exc:  # noqa: BLE001
+        log(f"our stack FAILED to start: {exc}")
+        for name in ("ours", "triton_grpc"):
+            if name in args.systems:
+                results.setdefault(name, {"error": f"stack start failed: {exc}"})
+    finally:
+        stop_s = timed(stack.stop)
+        log(f"our stack stopped in {stop_s} s")
+        for name in ("ours", "triton_grpc"):
+            if name in results:
+                results[name]["stop_s"] = stop_s
+    return triton_version
+
+
+def _median(values: list[Any]) -> Any:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    low, high = ordered[middle - 1], ordered[middle]
+    mean = (low + high) / 2
+    return int(mean) if isinstance(low, int) and isinstance(high, int) and mean == int(mean) else round(mean, 3)
+
+
+def _merge_values(values: list[Any], key: str = "") -> Any:
+    """Numbers: the median (errors: the most); dicts: merged key by key; anything else: the first non-empty."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if all(isinstance(v, bool) for v in present):
+        return present[0]
+    if all(isinstance(v, (int, float)) for v in present):
+        return max(present) if key in ("errors", "wrong_token_count") else _median(present)
+    if all(isinstance(v, dict) for v in present):
+        keys = list(dict.fromkeys(k for v in present for k in v))
+        return {k: _merge_values([v.get(k) for v in present], k) for k in keys}
+    return present[0]
+
+
+def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One entry per system: every number of every level is the median over the rounds (errors: the most), and
+    `rounds_output_tokens_per_s` keeps each round's throughput so the spread stays visible."""
+    if len(rounds) == 1:
+        return rounds[0]
+    merged: dict[str, Any] = {}
+    for name in dict.fromkeys(n for r in rounds for n in r):
+        entries = [r[name] for r in rounds if name in r]
+        measured = [e for e in entries if "levels" in e]
+        if not measured:
+            merged[name] = entries[0]
+            continue
+        entry = _merge_values([{k: v for k, v in e.items() if k != "levels"} for e in measured])
+        levels = []
+        for level in measured[0]["levels"]:
+            same = [lv for e in measured for lv in e["levels"] if lv["name"] == level["name"]]
+            combined = _merge_values(same)
+            combined["rounds_output_tokens_per_s"] = [lv["output_tokens_per_s"] for lv in same]
+            levels.append(combined)
+        entry["levels"] = levels
+        entry["rounds_failed"] = len(entries) - len(measured)
+        merged[name] = entry
+    return merged
 
 
 def level_map(system: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -393,6 +475,14 @@ def render(report: dict[str, Any]) -> str:
         "",
         "Latencies in ms. ITL = gap between streamed text chunks; TPOT = (E2E - TTFT) / (tokens - 1) per request;",
         "cores = CPU cores this system (+ the load generator) kept busy; noise = cores busy with other people's work.",
+        *(
+            [
+                f"Medians of {report['settings']['rounds']} rounds (systems in forward, then reverse order); "
+                "'rounds' = tok/s of each round."
+            ]
+            if report["settings"].get("rounds", 1) > 1
+            else []
+        ),
         header,
     ]
     lines.append("-" * len(header))
@@ -413,6 +503,11 @@ def render(report: dict[str, Any]) -> str:
                 f"{fmt(_p(level, 'tpot_ms', 'p50'), 2):>9} "
                 f"{fmt(_p(level, 'e2e_ms', 'p50'), 0):>8} {fmt(_p(level, 'e2e_ms', 'p99'), 0):>8} "
                 f"{fmt(level.get('cpu_cores_busy'), 2):>6} {fmt(level.get('other_cores_busy'), 2):>6}"
+                + (
+                    "  rounds " + "/".join(f"{x:.0f}" for x in level["rounds_output_tokens_per_s"])
+                    if "rounds_output_tokens_per_s" in level
+                    else ""
+                )
             )
         lines.append("")
     noisy = [
@@ -475,7 +570,15 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     log(f"model {model_dir}; levels {args.levels}; logs in {work}")
     started = time.monotonic()
-    results, triton_version = run_systems(args, str(model_dir), engine_args, workload, work)
+    rounds: list[dict[str, Any]] = []
+    triton_version: str | None = None
+    for index in range(args.rounds):
+        if args.rounds > 1:
+            log(f"round {index + 1}/{args.rounds} ({'reverse' if index % 2 else 'forward'} order)")
+        round_results, version = run_round(args, str(model_dir), engine_args, workload, work, reverse=index % 2 == 1)
+        rounds.append(round_results)
+        triton_version = triton_version or version
+    results = merge_rounds(rounds)
     report: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "total_s": round(time.monotonic() - started, 1),
@@ -484,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(model_dir.relative_to(REPO)) if model_dir.is_relative_to(REPO) else str(model_dir),
         "settings": {
             "quick": args.quick,
+            "rounds": args.rounds,
             "levels": args.levels,
             "engine_args": engine_args,
             "environment": env,
