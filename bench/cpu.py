@@ -29,7 +29,7 @@ def _role(comm: str, default: str) -> str:
     return default
 
 
-def _processes() -> list[tuple[int, str, int, float]]:
+def processes() -> list[tuple[int, str, int, float]]:
     """(pid, comm, process group, CPU seconds user+system) for every process readable now."""
     found = []
     for entry in Path("/proc").iterdir():
@@ -64,7 +64,7 @@ class CpuProbe:
 
     def snapshot(self) -> dict[str, float]:
         by_pid: dict[int, tuple[str, float]] = {}
-        for pid, comm, pgrp, seconds in _processes():
+        for pid, comm, pgrp, seconds in processes():
             for default, pgid in self.groups.items():
                 if pgrp == pgid:
                     by_pid[pid] = (_role(comm, default), seconds)

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.clients import HttpCompletions, TritonGrpc
-from bench.cpu import CpuProbe, _processes
+from bench.cpu import CpuProbe, processes
 from bench.load import Level, run_closed_loop, summarize
 from bench.run import BASE_ENGINE_ARGS, REPO, bench_environment, build_workload, get_json
 from bench.systems import OurStack
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def pids_by_comm(pgid: int) -> dict[str, int]:
-    return {comm: pid for pid, comm, pgrp, _ in _processes() if pgrp == pgid}
+    return {comm: pid for pid, comm, pgrp, _ in processes() if pgrp == pgid}
 
 
 def py_spy() -> str | None:
@@ -76,7 +76,7 @@ def pin(spec: str, pgids: list[int]) -> None:
     rules = [
         (prefix, {int(c) for c in cores.split(",")}) for prefix, _, cores in (r.partition("=") for r in spec.split(";"))
     ]
-    for pid, comm, pgrp, _ in _processes():
+    for pid, comm, pgrp, _ in processes():
         if pgrp not in pgids:
             continue
         cores = next((c for prefix, c in rules if prefix == "*" or comm.startswith(prefix)), None)

@@ -325,26 +325,22 @@ def _run_ours(args, model, engine_args, workload, work, results, idle, top) -> s
         triton_version = stack.triton_version()
         log(f"our stack ready in {startup} s (frontend {stack.base_url}, Triton gRPC {stack.grpc_url})")
         probe = CpuProbe(stack.pgids(), self_label=LOADGEN_LABEL)
-        if "ours" in args.systems:
-            log("measuring our frontend (HTTP /v1/completions)")
+        measurements = {
+            "ours": ("our frontend (HTTP /v1/completions)", lambda: measure_http(stack.base_url, workload, probe, top)),
+            "triton_grpc": (
+                "Triton gRPC streaming directly (same running stack)",
+                lambda: measure_grpc(stack.grpc_url, workload, probe),
+            ),
+        }
+        for name, (what, measurement) in measurements.items():
+            if name not in args.systems:
+                continue
+            log(f"measuring {what}")
             try:
-                results["ours"] = {
-                    "startup_s": startup,
-                    **asyncio.run(measure_http(stack.base_url, workload, probe, top)),
-                }
+                results[name] = {"startup_s": startup, **asyncio.run(measurement())}
             except Exception as exc:  # noqa: BLE001
-                log(f"our frontend FAILED: {exc}")
-                results["ours"] = {"error": str(exc)}
-        if "triton_grpc" in args.systems:
-            log("measuring Triton gRPC streaming directly (same running stack)")
-            try:
-                results["triton_grpc"] = {
-                    "startup_s": startup,
-                    **asyncio.run(measure_grpc(stack.grpc_url, workload, probe)),
-                }
-            except Exception as exc:  # noqa: BLE001
-                log(f"Triton gRPC FAILED: {exc}")
-                results["triton_grpc"] = {"error": str(exc)}
+                log(f"{LABELS[name]} FAILED: {exc}")
+                results[name] = {"error": str(exc)}
     except Exception as exc:  # noqa: BLE001
         log(f"our stack FAILED to start: {exc}")
         for name in ("ours", "triton_grpc"):

@@ -7,19 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bench.cpu import processes
+
 
 def _processes_in_group(pgid: int) -> dict[int, str]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(raw[raw.rindex(")") + 2 :].split()[2]) == pgid:
-            found[int(entry.name)] = raw[raw.index("(") + 1 : raw.rindex(")")]
-    return found
+    return {pid: comm for pid, comm, pgrp, _ in processes() if pgrp == pgid}
 
 
 def _affinity(pid: int) -> set[int]:
