@@ -2,8 +2,8 @@
 
 A system is measured through a `Send`: an async function that runs one generation for a prompt (token ids) and
 fills in a `RequestRecord` (arrival time of every chunk that carried new text, output tokens). Everything else is
-here, once: the seeded workload, warm-up, the closed loop at each concurrency level, CPU accounting per level, and
-the statistics (requests/s, output tokens/s, TTFT, inter-token latency, time per output token, end-to-end latency).
+here, once: the seeded workload, the closed loop, windows of load with their CPU accounting, and the statistics
+(requests/s, output tokens/s, TTFT, inter-token latency, time per output token, end-to-end latency).
 """
 
 from __future__ import annotations
@@ -180,43 +180,54 @@ def summarize(records: list[RequestRecord], duration: float, level: Level, outpu
     }
 
 
-async def measure(
-    make_send: MakeSend,
-    workload: Workload,
-    cpu: CpuProbe | None = None,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Warm up, then run every level in order; per level the statistics and the CPU seconds each process used."""
-    warm_prompts = workload.prompts("warmup", workload.warmup)
-    warm_concurrency = max(1, min(4, workload.warmup))
+@dataclass
+class Window:
+    """One stretch of closed-loop load on one system: its records, wall time and CPU seconds per process role."""
+
+    records: list[RequestRecord]
+    duration: float
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records": [[r.start, r.end, r.chunk_times, r.output_tokens, r.error] for r in self.records],
+            "duration": self.duration,
+            "cpu_s": self.cpu_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Window:
+        records = [RequestRecord(*fields) for fields in data["records"]]
+        return cls(records, data["duration"], data["cpu_s"])
+
+
+async def run_window(
+    send: Send, prompts: list[list[int]], concurrency: int, workload: Workload, cpu: CpuProbe | None = None
+) -> Window:
+    """The closed loop over `prompts`, with the CPU seconds each process role used meanwhile."""
+    before = cpu.snapshot() if cpu else {}
     records, duration = await run_closed_loop(
-        make_send(True), warm_prompts, warm_concurrency, workload.request_timeout_s, workload.level_timeout_s
+        send, prompts, concurrency, workload.request_timeout_s, workload.level_timeout_s
     )
-    warm = summarize(records, duration, Level("warmup", warm_concurrency, len(warm_prompts)), workload.output_len)
-    log(f"warm-up: {warm['completed']}/{warm['requests']} ok in {duration:.1f} s")
-    if warm["errors"]:
-        raise RuntimeError(f"warm-up failed: {warm['first_error']}")
-    levels = []
-    for level in workload.levels:
-        prompts = workload.prompts(level.name, level.requests)
-        before = cpu.snapshot() if cpu else {}
-        records, duration = await run_closed_loop(
-            make_send(level.stream), prompts, level.concurrency, workload.request_timeout_s, workload.level_timeout_s
-        )
-        result = summarize(records, duration, level, workload.output_len)
-        if cpu:
-            used = CpuProbe.diff(before, cpu.snapshot())
-            result["cpu_s"] = used
-            if duration > 0:
-                mine = sum(seconds for role, seconds in used.items() if role != OTHERS)
-                result["cpu_cores_busy"] = round(mine / duration, 2)
-                result["other_cores_busy"] = round(used[OTHERS] / duration, 2)
-        levels.append(result)
-        ttft = result["ttft_ms"]["p50"] if result["ttft_ms"] else float("nan")
-        log(
-            f"{level.name}: {result['completed']}/{result['requests']} ok, {result['requests_per_s']:.2f} req/s, "
-            f"{result['output_tokens_per_s']:.0f} tok/s, TTFT p50 {ttft:.1f} ms"
-            + (f", first error: {result['first_error']}" if result["errors"] else "")
-        )
-        await asyncio.sleep(0.5)  # let the servers settle between levels
-    return {"warmup": warm, "levels": levels}
+    return Window(records, duration, CpuProbe.diff(before, cpu.snapshot()) if cpu else {})
+
+
+def summarize_windows(windows: list[Window], level: Level, output_len: int) -> dict[str, Any]:
+    """One level's statistics over all its windows: records pooled, wall times and CPU seconds added up, and each
+    window's throughput kept (`rounds_output_tokens_per_s`) so the spread stays visible."""
+    records = [record for window in windows for record in window.records]
+    duration = sum(window.duration for window in windows)
+    result = summarize(records, duration, level, output_len)
+    cpu: dict[str, float] = {}
+    for window in windows:
+        for role, seconds in window.cpu_s.items():
+            cpu[role] = round(cpu.get(role, 0.0) + seconds, 2)
+    if cpu and duration > 0:
+        result["cpu_s"] = cpu
+        result["cpu_cores_busy"] = round(sum(s for role, s in cpu.items() if role != OTHERS) / duration, 2)
+        result["other_cores_busy"] = round(cpu.get(OTHERS, 0.0) / duration, 2)
+    result["rounds_output_tokens_per_s"] = [
+        round(sum(r.output_tokens for r in w.records if r.error is None) / w.duration, 1) if w.duration > 0 else 0.0
+        for w in windows
+    ]
+    return result

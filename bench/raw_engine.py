@@ -1,10 +1,14 @@
 """The ceiling: vLLM's `AsyncLLM` in this process, no HTTP, no Triton, driven by the shared load generator.
 
-Run as a subprocess of the benchmark (vLLM spawns its EngineCore and workers, so this needs the `__main__` guard):
-`python -m bench.raw_engine --spec spec.json --out result.json`. The spec holds `engine_args`, the `workload`
-(bench.load.Workload as a dict) and `colocate_engine_core` (run vLLM's EngineCore on its CPU worker's cores, as our
-model does). The result (startup time, per-level statistics, CPU per process) is written to `--out` and printed as
-the last stdout line, prefixed with `RESULT `.
+Runs as a long-lived subprocess of the benchmark (vLLM spawns its EngineCore and workers, so this needs the
+`__main__` guard), controlled over two pipes so that vLLM's own output on stdout cannot get in the way:
+
+    python -m bench.raw_engine --spec spec.json --control-fds READ,WRITE
+
+The spec holds `engine_args`, the `workload` (bench.load.Workload as a dict) and `colocate_engine_core` (run vLLM's
+EngineCore on its CPU worker's cores, as our model does). Once the engine is up this writes `READY {startup_s,
+placement}`; then, for each command line read (`{"op": "window", "level": {...}, "prompts": [[ids]]}` or
+`{"op": "stop"}`), it runs that window of load and writes `WINDOW {records, duration, cpu_s}` (bench.load.Window).
 """
 
 from __future__ import annotations
@@ -18,15 +22,15 @@ import uuid
 from typing import Any
 
 from bench.cpu import CpuProbe
-from bench.load import RequestRecord, Send, Workload, measure
+from bench.load import Level, RequestRecord, Send, Workload, run_window
 
 
 def log(message: str) -> None:
     print(f"[raw-engine {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-async def run(spec: dict[str, Any]) -> dict[str, Any]:
-    """Start the engine, measure every level, shut the engine down."""
+async def serve(spec: dict[str, Any], commands, replies) -> None:
+    """Start the engine, then run windows of load on command until told to stop."""
     from vllm import SamplingParams
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.sampling_params import RequestOutputKind
@@ -35,12 +39,14 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     workload = Workload.from_dict(spec["workload"])
     started = time.monotonic()
     engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**spec["engine_args"]))
-    startup_s = time.monotonic() - started
-    log(f"engine ready in {startup_s:.1f} s")
+    startup_s = round(time.monotonic() - started, 1)
+    log(f"engine ready in {startup_s} s")
+    placement = None
     if spec.get("colocate_engine_core"):
         from bench.systems import colocate_engine_core
 
-        log(f"EngineCore placed on the worker's cores: {colocate_engine_core(os.getpid())}")
+        placement = str(colocate_engine_core(os.getpid()))
+        log(f"EngineCore placed on the worker's cores: {placement}")
 
     def make_send(stream: bool) -> Send:
         kind = RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY
@@ -56,26 +62,36 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 
         return send
 
+    def reply(kind: str, data: dict[str, Any]) -> None:
+        replies.write(f"{kind} {json.dumps(data)}\n")
+        replies.flush()
+
     # This process is its own process group's leader: the engine client and load generator are "python".
     cpu = CpuProbe({"engine client + load generator": os.getpgid(0)})
     try:
-        measured = await measure(make_send, workload, cpu, log)
+        reply("READY", {"startup_s": startup_s, "placement": placement})
+        while True:
+            line = await asyncio.to_thread(commands.readline)
+            command = json.loads(line) if line.strip() else {"op": "stop"}
+            if command["op"] != "window":
+                break
+            level = Level(**command["level"])
+            window = await run_window(make_send(level.stream), command["prompts"], level.concurrency, workload, cpu)
+            reply("WINDOW", window.to_dict())
     finally:
         engine.shutdown()
-    return {"startup_s": round(startup_s, 1), **measured}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", required=True, help="JSON file: {engine_args, workload}")
-    parser.add_argument("--out", required=True, help="where to write the result JSON")
+    parser.add_argument("--spec", required=True, help="JSON file: {engine_args, workload, colocate_engine_core}")
+    parser.add_argument("--control-fds", required=True, help="READ,WRITE: inherited pipe ends for commands/replies")
     args = parser.parse_args()
     with open(args.spec) as file:
         spec = json.load(file)
-    result = asyncio.run(run(spec))
-    with open(args.out, "w") as file:
-        json.dump(result, file)
-    print("RESULT " + json.dumps(result), flush=True)
+    read_fd, write_fd = (int(fd) for fd in args.control_fds.split(","))
+    with os.fdopen(read_fd, "r") as commands, os.fdopen(write_fd, "w") as replies:
+        asyncio.run(serve(spec, commands, replies))
 
 
 if __name__ == "__main__":

