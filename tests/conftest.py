@@ -174,14 +174,13 @@ def triton(triton_grpc_url):
 
 
 def wait_for_idle(triton, timeout: float = 10.0) -> dict:
-    """Poll the model's stats until no request is in flight in the model or the engine."""
+    """Poll the model's stats until no request is in flight in the model or the engine; returns the two counts."""
     import time
 
     deadline = time.monotonic() + timeout
-    stats = triton.control("stats")
-    while time.monotonic() < deadline:
+    while True:
         stats = triton.control("stats")
-        if stats["engine_unfinished_requests"] == 0 and stats["active_requests"] == 0:
-            return stats
+        counts = {key: stats[key] for key in ("active_requests", "engine_unfinished_requests")}
+        if not any(counts.values()) or time.monotonic() >= deadline:
+            return counts
         time.sleep(0.1)
-    return stats

@@ -1,13 +1,20 @@
-"""vLLM on CPU: the model gives the EngineCore its worker's cores (model_repository/vllm_model/1/placement.py)."""
+"""vLLM on CPU: the model moves the EngineCore onto its worker's cores under load, and back when it is quiet
+(model_repository/vllm_model/1/placement.py, COLOCATE_ENGINE_CORE "auto")."""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bench.cpu import processes
+from tests.conftest import MODEL_NAME, wait_for_idle
+
+LONG = {"model": MODEL_NAME, "prompt": "def hello", "max_tokens": 400, "ignore_eos": True, "temperature": 0}
 
 
 def _processes_in_group(pgid: int) -> dict[int, str]:
@@ -24,18 +31,67 @@ def _affinity(pid: int) -> set[int]:
     return cores
 
 
-def test_engine_core_runs_on_the_cpu_workers_cores(stack):
-    processes = _processes_in_group(stack.triton.process.pid)
-    workers = [pid for pid, comm in processes.items() if comm.startswith("VLLM::Worker")]
-    cores = [pid for pid, comm in processes.items() if comm.startswith("VLLM::EngineCor")]
-    assert workers and cores, processes
+def _wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.fixture
+def engine(stack):
+    found = _processes_in_group(stack.triton.process.pid)
+    workers = [pid for pid, comm in found.items() if comm.startswith("VLLM::Worker")]
+    cores = [pid for pid, comm in found.items() if comm.startswith("VLLM::EngineCor")]
+    assert workers and cores, found
     worker_cores = set().union(*(_affinity(pid) for pid in workers))
     if worker_cores >= os.sched_getaffinity(0):
         pytest.skip(f"vLLM's worker may use every core here ({sorted(worker_cores)}): nothing to place")
-    for pid in cores:
-        assert _affinity(pid) == worker_cores
-    # The serving processes keep every core (the model only moves its own engine).
-    server = stack.triton.process.pid
-    assert _affinity(server) == os.sched_getaffinity(0)
+    return worker_cores, cores
+
+
+def test_engine_core_joins_the_worker_under_load_and_leaves_when_quiet(stack, base_url, triton, engine):
+    worker_cores, engine_cores = engine
+    everything = os.sched_getaffinity(0)
+    assert wait_for_idle(triton) == {"active_requests": 0, "engine_unfinished_requests": 0}
+    assert _wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 5)
+    assert all(_affinity(pid) == everything for pid in engine_cores)
+
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            response = httpx.post(f"{base_url}/v1/completions", json=LONG, timeout=120)
+            assert response.status_code == 200, response.text
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    clients = [threading.Thread(target=one) for _ in range(3)]
+    for client in clients:
+        client.start()
+    try:
+        assert _wait_until(lambda: triton.control("stats")["engine_core_colocated"], 30)
+        assert all(_affinity(pid) == worker_cores for pid in engine_cores)
+    finally:
+        for client in clients:
+            client.join(timeout=120)
+    assert not errors, errors
+    # Quiet again: back on every core after the model's grace period (half a second).
+    assert _wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 10)
+    assert all(_affinity(pid) == everything for pid in engine_cores)
+    # The serving processes keep every core throughout (the model only moves its own engine).
+    assert _affinity(stack.triton.process.pid) == everything
     log = (Path(stack.config.log_dir) / "triton.log").read_text(errors="replace")
-    assert "EngineCore shares the CPU worker's cores" in log
+    assert "EngineCore moves onto the CPU worker's cores" in log
+
+
+def test_one_stream_at_a_time_leaves_the_engine_core_free(base_url, triton, engine):
+    switches = triton.control("stats")["engine_core_placement_switches"]
+    for _ in range(3):
+        response = httpx.post(f"{base_url}/v1/completions", json={**LONG, "max_tokens": 20}, timeout=60)
+        assert response.status_code == 200
+    stats = triton.control("stats")
+    assert stats["engine_core_colocated"] is False
+    assert stats["engine_core_placement_switches"] == switches

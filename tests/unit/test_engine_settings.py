@@ -333,5 +333,30 @@ def test_inter_token_latency_histogram_is_opt_in(tmp_path):
         load(model_dir, model_config=config)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "auto"),
+        ("", "auto"),
+        ("auto", "auto"),
+        (" Always ", "always"),
+        ("true", "always"),
+        ("never", "never"),
+        ("false", "never"),
+    ],
+)
+def test_engine_core_placement_mode(tmp_path, value, expected):
+    model_dir = write_model_dir(tmp_path / "1", {"model": "org/a"})
+    config = {} if value is None else {"parameters": {"COLOCATE_ENGINE_CORE": {"string_value": value}}}
+    assert load(model_dir, model_config=config).colocate_engine_core == expected
+
+
+def test_engine_core_placement_bad_value_is_an_error(tmp_path):
+    model_dir = write_model_dir(tmp_path / "1", {"model": "org/a"})
+    config = {"parameters": {"COLOCATE_ENGINE_CORE": {"string_value": "sometimes"}}}
+    with pytest.raises(SettingsError, match="COLOCATE_ENGINE_CORE.*'sometimes'"):
+        load(model_dir, model_config=config)
+
+
 def test_settings_error_is_value_error():
     assert issubclass(SettingsError, ValueError)

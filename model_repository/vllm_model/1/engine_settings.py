@@ -39,8 +39,9 @@ class EngineSettings:
     report_inter_token_latency: bool
     # Streaming responses merge several tokens when the response path is busy (responder.py).
     pace_responses: bool
-    # vLLM on CPU: run the EngineCore on the cores of its (pinned) worker (placement.py).
-    colocate_engine_core: bool
+    # vLLM on CPU: run the EngineCore on the cores of its (pinned) worker: "auto" (under load), "always", "never"
+    # (placement.py).
+    colocate_engine_core: str
     created: int
 
 
@@ -62,6 +63,20 @@ def _config_bool(model_config: Mapping[str, Any], key: str, default: bool) -> bo
     if lowered not in ("true", "false", "1", "0", "yes", "no"):
         raise SettingsError(f"config.pbtxt parameter {key} must be true or false, got {raw!r}")
     return lowered in ("true", "1", "yes")
+
+
+def _config_choice(model_config: Mapping[str, Any], key: str, default: str, aliases: Mapping[str, str]) -> str:
+    """A config.pbtxt string parameter from a fixed set (`aliases` maps every accepted spelling to its value)."""
+    raw = model_config.get("parameters", {}).get(key, {}).get("string_value")
+    if raw is None or raw.strip() == "":
+        return default
+    value = aliases.get(raw.strip().lower())
+    if value is None:
+        raise SettingsError(f"config.pbtxt parameter {key} must be one of {', '.join(aliases)}; got {raw!r}")
+    return value
+
+
+PLACEMENT_MODES = {"auto": "auto", "always": "always", "true": "always", "never": "never", "false": "never"}
 
 
 def _resolve(path: str, base_dir: str) -> str:
@@ -128,6 +143,6 @@ def load_engine_settings(model_dir: str, environ: Mapping[str, str], model_confi
         report_metrics=_config_bool(model_config, "REPORT_CUSTOM_METRICS", True),
         report_inter_token_latency=_config_bool(model_config, "REPORT_INTER_TOKEN_LATENCY", False),
         pace_responses=_config_bool(model_config, "PACE_STREAMING_RESPONSES", True),
-        colocate_engine_core=_config_bool(model_config, "COLOCATE_ENGINE_CORE", True),
+        colocate_engine_core=_config_choice(model_config, "COLOCATE_ENGINE_CORE", "auto", PLACEMENT_MODES),
         created=int(time.time()),
     )

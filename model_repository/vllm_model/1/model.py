@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 from engine_settings import load_engine_settings  # noqa: E402
 from lora_registry import LoraError, LoraRegistry, UnknownLora  # noqa: E402
-from placement import colocate_engine_core  # noqa: E402
+from placement import EnginePlacement  # noqa: E402
 from responder import Responder, Step  # noqa: E402
 from sampling_parameters import ParameterError, parse_sampling_parameters  # noqa: E402
 from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams  # noqa: E402
@@ -164,10 +164,10 @@ class TritonPythonModel:
         if self._start_error is not None:
             self._thread.join(timeout=30)
             raise self._start_error
-        if self.settings.colocate_engine_core:
-            placement = colocate_engine_core()
-            if placement is not None:
-                self.logger.log_info(f"[vllm_model] EngineCore shares the CPU worker's cores: {placement}")
+        self.placement = EnginePlacement(self.settings.colocate_engine_core, self._loop)
+        placed = self.placement.start()
+        if placed is not None:
+            self.logger.log_info(f"[vllm_model] {placed}")
         self.logger.log_info(
             f"[vllm_model] engine ready: model={self.settings.engine_args.get('model')} "
             f"served as '{self.settings.served_model_name}', max_model_len={self.max_model_len}"
@@ -264,6 +264,7 @@ class TritonPythonModel:
         final_sent = False
         task = asyncio.current_task()
         self._active[request_id] = task
+        self.placement.update(len(self._active))
         # Cancelling the task makes generate() abort the engine request.
         self.responder.watch(sender, lambda: self._loop.call_soon_threadsafe(task.cancel))
         try:
@@ -326,6 +327,7 @@ class TritonPythonModel:
         finally:
             self.responder.unwatch(sender)
             self._active.pop(request_id, None)
+            self.placement.update(len(self._active))
             await self.loras.release(self._engine, parsed.lora_name)
 
     def _decode(self, token_ids: list[int]) -> str:
@@ -351,6 +353,8 @@ class TritonPythonModel:
             result = {
                 "active_requests": len(self._active),
                 "engine_unfinished_requests": self._engine.output_processor.get_num_unfinished_requests(),
+                "engine_core_colocated": self.placement.colocated,
+                "engine_core_placement_switches": self.placement.switches,
             }
         elif op == "load_lora":
             await self.loras.load(self._engine, message.get("lora_name"), message.get("lora_path"))
