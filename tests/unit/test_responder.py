@@ -143,6 +143,30 @@ def test_first_response_is_not_held_back_by_a_rest(responder_module):
     assert newcomer.sent[0][0] - queued < 0.01
 
 
+def test_a_last_response_goes_out_during_a_rest_while_other_streams_keep_resting(responder_module):
+    responder = responder_module.Responder(Logger())
+    resting, ending = RecordingSender(cost=0.015), RecordingSender(cost=0.015)  # a 30 ms round, then a 20 ms rest
+    try:
+        for sender in (resting, ending):
+            responder.step(sender, step(responder_module, "x", first=True), FLAGS, stream=True)
+        time.sleep(0.035)  # the round is over; the thread rests now
+        responder.step(resting, step(responder_module, "y"), FLAGS, stream=True)
+        queued = time.monotonic()
+        responder.step(ending, step(responder_module, "z", final=True), FLAGS, stream=True)
+        assert ending.done.wait(5)
+        responder.step(resting, step(responder_module, "!", final=True), FLAGS, stream=True)
+        assert resting.done.wait(5)
+    finally:
+        responder.stop()
+    final_sent = ending.sent[-1][0]
+    assert final_sent - queued < 0.03  # its own 15 ms send, no rest
+    assert [texts for _, texts, _ in ending.sent] == [["x"], ["z"]]
+    # The other stream's middle step waited for the rest to end: it went out after the final response.
+    middle = next(t for t, texts, _ in resting.sent if "y" in "".join(texts))
+    assert middle > final_sent
+    assert "".join("".join(texts) for _, texts, _ in resting.sent) == "xy!"
+
+
 def test_unpaced_responder_sends_as_soon_as_it_can(responder_module):
     responder = responder_module.Responder(Logger(), pace=False)
     sender = RecordingSender()

@@ -9,7 +9,9 @@ Under load the thread paces itself: after a round of sends it rests twice as lon
 `MAX_REST_SECONDS`), and the streaming steps that arrive meanwhile are merged, one response per request (as vLLM
 itself merges steps for a slow consumer). With few streams a round takes well under a millisecond, so every token
 still goes out on its own; with many, responses carry several tokens and the serving processes spend less CPU per
-token. First responses (time to first token), whole non-streaming answers, errors and control answers never wait.
+token. First and last responses of a stream (time to first token; the end of a request, after which a client sends
+its next one), whole non-streaming answers, errors and control answers never wait: during a rest they go out alone
+(with their request's earlier steps, merged), and the other streams keep resting.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Step:
     cumulative_logprobs: list[float]
     logprobs: list[list[dict[str, Any]]]
     final: bool
-    first: bool = False  # the request's first streaming response: sent without waiting
+    first: bool = False  # the request's first streaming response: sent without waiting (as is the final one)
 
     def absorb(self, later: Step) -> None:
         """Fold a later streaming step of the same request into this one."""
@@ -86,8 +88,8 @@ class _Item:
 
     @property
     def urgent(self) -> bool:
-        """Sent at once, even while the thread rests: anything but a later streaming step."""
-        return not self.mergeable or self.step.first
+        """Sent at once, even while the thread rests: anything but a streaming step between the first and last."""
+        return not self.mergeable or self.step.first or self.step.final
 
 
 class Responder:
@@ -160,13 +162,17 @@ class Responder:
                         return
                     batch.append(item)
                     urgent = urgent or item.urgent
-            if batch and (urgent or time.monotonic() >= rest_until):
+            if batch and time.monotonic() >= rest_until:
                 started = time.monotonic()
                 self._deliver(batch)
                 batch = []
                 if self._pace:
                     took = time.monotonic() - started
                     rest_until = time.monotonic() + min(took * REST_RATIO, MAX_REST_SECONDS)
+            elif urgent:  # resting: the urgent requests go now, the other streams keep waiting
+                keys = {id(item.sender) for item in batch if item.urgent}
+                self._deliver([item for item in batch if id(item.sender) in keys])
+                batch = [item for item in batch if id(item.sender) not in keys]
             if time.monotonic() >= next_poll:
                 self._poll_cancellations()
                 next_poll = time.monotonic() + CANCEL_POLL_SECONDS
