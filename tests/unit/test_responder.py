@@ -199,3 +199,45 @@ def test_pacing_sends_fewer_responses_than_sending_whenever_free(responder_modul
     paced = _responses_for_steady_stream(responder_module, pace=True)
     unpaced = _responses_for_steady_stream(responder_module, pace=False)
     assert paced < 0.8 * unpaced, (paced, unpaced)
+
+
+class CancellableSender(RecordingSender):
+    """Counts cancellation checks; reports cancelled once `cancel()` was called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks = 0
+        self.cancelled = False
+
+    def is_cancelled(self) -> bool:
+        self.checks += 1
+        return self.cancelled
+
+
+def test_cancellation_checks_stay_bounded_with_many_requests_and_still_find_the_cancelled_one(responder_module):
+    responder = responder_module.Responder(Logger())
+    senders = [CancellableSender() for _ in range(50)]
+    noticed = threading.Event()
+    try:
+        for sender in senders:
+            responder.watch(sender, noticed.set)
+        time.sleep(1.0)
+        checks = sum(s.checks for s in senders)
+        senders[7].cancelled = True
+        assert noticed.wait(3)
+    finally:
+        responder.stop()
+    # Every 0.1 s for all 50 would be ~500 checks a second; the cap is 100 a second (plus one round at the start).
+    assert checks <= responder_module.MAX_CANCEL_CHECKS_PER_SECOND * 1.0 + 50, checks
+    assert min(s.checks for s in senders) >= 1  # yet every request was looked at
+
+
+def test_few_requests_are_checked_every_tenth_of_a_second(responder_module):
+    responder = responder_module.Responder(Logger())
+    sender = CancellableSender()
+    try:
+        responder.watch(sender, lambda: None)
+        time.sleep(0.55)
+    finally:
+        responder.stop()
+    assert 4 <= sender.checks <= 6, sender.checks
