@@ -377,21 +377,20 @@ async def measure_blocks(blocks: list[Block], args: argparse.Namespace, workload
             log(f"{target.name}: warm-up {warm['completed']}/{warm['requests']} ok in {window.duration:.1f} s")
             alive.append(target)
         windows: dict[tuple[str, str], list[Window]] = {}
-        for level in workload.levels:
-            for index in range(args.rounds):
-                for target in alive if index % 2 == 0 else alive[::-1]:
-                    prompts = workload.prompts(f"{target.name}:{level.name}:{index}", level.requests)
-                    window = await _window(target, level, prompts)
-                    if window is None:
-                        continue
-                    windows.setdefault((target.name, level.name), []).append(window)
-                    tokens = sum(r.output_tokens for r in window.records if r.error is None)
-                    errors = sum(1 for r in window.records if r.error is not None)
-                    log(
-                        f"{level.name} round {index + 1}/{args.rounds} {target.name}: "
-                        f"{tokens / window.duration:.0f} tok/s" + (f", {errors} failed" if errors else "")
-                    )
-                    await settle()
+        by_name = {target.name: target for target in alive}
+        for index, level, name in schedule(workload.levels, list(by_name), args.rounds):
+            prompts = workload.prompts(f"{name}:{level.name}:{index}", level.requests)
+            window = await _window(by_name[name], level, prompts)
+            if window is None:
+                continue
+            windows.setdefault((name, level.name), []).append(window)
+            tokens = sum(r.output_tokens for r in window.records if r.error is None)
+            errors = sum(1 for r in window.records if r.error is not None)
+            log(
+                f"{level.name} round {index + 1}/{args.rounds} {name}: "
+                f"{tokens / window.duration:.0f} tok/s" + (f", {errors} failed" if errors else "")
+            )
+            await settle()
         for target in alive:
             levels = [
                 summarize_windows(windows[(target.name, level.name)], level, workload.output_len)
@@ -400,6 +399,28 @@ async def measure_blocks(blocks: list[Block], args: argparse.Namespace, workload
             ]
             results[target.name] = {**target.info, "levels": levels}
     return results
+
+
+def schedule(levels: list[Level], systems: list[str], rounds: int) -> list[tuple[int, Level, str]]:
+    """The order of the windows: (round, level, system). Level by level, `rounds` times over the systems, forward
+    then reverse order, so systems compared at one level are measured minutes apart at most. A non-streaming level
+    goes right beside the streaming level of the same concurrency, for each system (streaming first in even rounds,
+    second in odd ones), so the streaming ÷ non-streaming ratio does not straddle the machine's drift either."""
+    streaming = {level.concurrency: level for level in levels if level.stream}
+    groups: list[list[Level]] = []
+    for level in levels:
+        if level.stream or level.concurrency not in streaming:
+            groups.append([level])
+    for level in levels:
+        if not level.stream and level.concurrency in streaming:
+            next(g for g in groups if g[0] is streaming[level.concurrency]).append(level)
+    order = []
+    for group in groups:
+        for index in range(rounds):
+            for name in systems if index % 2 == 0 else systems[::-1]:
+                for level in group if index % 2 == 0 else group[::-1]:
+                    order.append((index, level, name))
+    return order
 
 
 async def settle(max_wait: float = 5.0, sample: float = 0.25, threshold: float = 0.1) -> None:

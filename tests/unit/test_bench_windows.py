@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bench.load import Level, RequestRecord, Window, summarize_windows
-from bench.run import compare
+from bench.run import compare, schedule
 
 LEVEL = Level("c2", 2, 2)
 
@@ -67,3 +67,18 @@ def test_no_paired_ratios_without_matching_windows():
         "vllm_serve": {"levels": [level(1000, [1000], 20)]},
     }
     assert "output_tokens_per_s_ratio_rounds" not in compare(results, "ours", "vllm_serve")["c8"]
+
+
+def test_schedule_alternates_systems_and_keeps_non_streaming_beside_streaming():
+    c1, c8, c8n = Level("c1", 1, 4), Level("c8", 8, 8), Level("c8-nonstream", 8, 8, stream=False)
+    order = [(index, level.name, name) for index, level, name in schedule([c1, c8, c8n], ["a", "b"], rounds=2)]
+    assert order == [
+        (0, "c1", "a"), (0, "c1", "b"), (1, "c1", "b"), (1, "c1", "a"),
+        (0, "c8", "a"), (0, "c8-nonstream", "a"), (0, "c8", "b"), (0, "c8-nonstream", "b"),
+        (1, "c8-nonstream", "b"), (1, "c8", "b"), (1, "c8-nonstream", "a"), (1, "c8", "a"),
+    ]  # fmt: skip
+
+
+def test_a_non_streaming_level_without_its_streaming_twin_is_a_level_of_its_own():
+    lone = Level("c4-nonstream", 4, 8, stream=False)
+    assert [(i, lv.name, n) for i, lv, n in schedule([lone], ["a"], rounds=1)] == [(0, "c4-nonstream", "a")]
