@@ -200,6 +200,12 @@ class Window:
         records = [RequestRecord(*fields) for fields in data["records"]]
         return cls(records, data["duration"], data["cpu_s"])
 
+    @property
+    def output_tokens_per_s(self) -> float:
+        """Tokens of the requests that succeeded, over the window's wall time."""
+        tokens = sum(r.output_tokens for r in self.records if r.error is None)
+        return round(tokens / self.duration, 1) if self.duration > 0 else 0.0
+
 
 async def run_window(
     send: Send, prompts: list[list[int]], concurrency: int, workload: Workload, cpu: CpuProbe | None = None
@@ -226,8 +232,5 @@ def summarize_windows(windows: list[Window], level: Level, output_len: int) -> d
         result["cpu_s"] = cpu
         result["cpu_cores_busy"] = round(sum(s for role, s in cpu.items() if role != OTHERS) / duration, 2)
         result["other_cores_busy"] = round(cpu.get(OTHERS, 0.0) / duration, 2)
-    result["rounds_output_tokens_per_s"] = [
-        round(sum(r.output_tokens for r in w.records if r.error is None) / w.duration, 1) if w.duration > 0 else 0.0
-        for w in windows
-    ]
+    result["rounds_output_tokens_per_s"] = [window.output_tokens_per_s for window in windows]
     return result

@@ -168,13 +168,8 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    mem_gib = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gib = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
+    total = meminfo_gib("MemTotal")
+    mem_gib = round(total, 1) if total is not None else None
     return {
         "cpu_model": cpu_model,
         "logical_cores": os.cpu_count(),
@@ -231,10 +226,11 @@ def timed(step: Callable[[], Any]) -> float:
     return round(time.monotonic() - started, 1)
 
 
-def memory_available_gib() -> float | None:
+def meminfo_gib(key: str) -> float | None:
+    """One /proc/meminfo field (e.g. MemTotal, MemAvailable) in GiB, or None where it cannot be read."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 2**20
     except OSError:
         pass
@@ -274,7 +270,7 @@ class Target:
 def start_block(names: tuple[str, ...], args: argparse.Namespace, model: str, engine_args, workload, work) -> Block:
     """Start the processes of one block and wait until they serve (a failure is recorded, not raised)."""
     first = names[0]
-    available = memory_available_gib()
+    available = meminfo_gib("MemAvailable")
     if available is not None and available < MIN_FREE_GIB:
         return Block(names, None, error=f"only {available:.1f} GiB of memory left; try --schedule sequential")
     if first.startswith("raw_engine"):
@@ -384,11 +380,10 @@ async def measure_blocks(blocks: list[Block], args: argparse.Namespace, workload
             if window is None:
                 continue
             windows.setdefault((name, level.name), []).append(window)
-            tokens = sum(r.output_tokens for r in window.records if r.error is None)
             errors = sum(1 for r in window.records if r.error is not None)
             log(
                 f"{level.name} round {index + 1}/{args.rounds} {name}: "
-                f"{tokens / window.duration:.0f} tok/s" + (f", {errors} failed" if errors else "")
+                f"{window.output_tokens_per_s:.0f} tok/s" + (f", {errors} failed" if errors else "")
             )
             await settle()
         for target in alive:
