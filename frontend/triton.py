@@ -152,7 +152,7 @@ def parse_chunk(response: service_pb2.ModelInferResponse, logprobs: bool) -> Gen
     num_input = outputs.get("num_input_tokens") or [0]
     parsed_logprobs = None
     if logprobs:
-        parsed_logprobs = [json.loads(text) for text in outputs.get("logprobs", [])]
+        parsed_logprobs = [json.loads(text) or [] for text in outputs.get("logprobs", [])]  # null: none asked
     return GenerationChunk(
         texts=texts,
         finish_reasons=reasons,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -64,6 +65,24 @@ def test_token_counts_match_the_tokenizer(triton, tokenizer):
     response = generate(triton, prompt, params={"max_tokens": 5, "ignore_eos": True}).responses[0]
     assert response["num_input_tokens"] == [len(tokenizer(prompt)["input_ids"])]
     assert response["num_output_tokens"] == [5]
+
+
+def test_cumulative_logprob_is_real_without_asking_for_logprobs(triton):
+    """vLLM V1 keeps cumulative_logprob only while it computes logprobs; vllm_backend's clients ask for the running
+    sum alone and must still get it (not 0), while the logprobs output stays null as they asked for none."""
+    plain = generate(triton, PROMPTS[0], params=GREEDY, stream=True)
+    detailed = generate(triton, PROMPTS[0], params={**GREEDY, "logprobs": 0}, stream=True)
+    assert plain.texts() == detailed.texts()
+    assert all(r["logprobs"] == ["null"] for r in plain.responses)
+    running = [r["cumulative_logprob"][0] for r in plain.responses]
+    assert running[0] < 0 and running == sorted(running, reverse=True), running
+    entries = [entry for r in detailed.responses for entry in json.loads(r["logprobs"][0])]
+    sampled = [next(iter(entry.values()))["logprob"] for entry in entries]  # the sampled token comes first
+    assert len(sampled) == GREEDY["max_tokens"]
+    assert running[-1] == pytest.approx(sum(sampled), rel=1e-4)
+    whole = generate(triton, PROMPTS[0], params=GREEDY).responses[0]
+    assert whole["cumulative_logprob"][0] == pytest.approx(running[-1], rel=1e-4)
+    assert whole["logprobs"] == ["null"]
 
 
 def test_prompt_token_ids_input(triton, tokenizer):

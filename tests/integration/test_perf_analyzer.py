@@ -4,6 +4,7 @@ decoupled vllm_model over gRPC and records one timestamp per streamed response."
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 from pathlib import Path
@@ -38,11 +39,19 @@ def token_count(output) -> int:
     return sum(value) if isinstance(value, list) else int(value)
 
 
-def test_perf_analyzer_streams_from_the_decoupled_model(perf_analyzer, triton_grpc_url, tmp_path):
+def present(outputs: list[dict], name: str) -> list:
+    """The values of one output across responses, as scalars; a response without it exports "" and is skipped."""
+    values = [out[name] for out in outputs if out[name] != ""]
+    return [value[0] if isinstance(value, list) else value for value in values]
+
+
+def test_perf_analyzer_streams_from_the_decoupled_model(perf_analyzer, triton_grpc_url, tmp_path, tokenizer):
     sampling = json.dumps({"max_tokens": MAX_TOKENS, "ignore_eos": True, "temperature": 0})
     # Only the inputs named here are sent; the model's other optional inputs (prompt_token_ids,
-    # control_request, ...) are left out. return_num_output_tokens makes the exported responses carry real
-    # token counts (outputs the model does not send show up in the export as garbage values).
+    # control_request, ...) are left out. perf_analyzer 2.51 asks for every output the config declares and
+    # exports uninitialised memory for the ones a response lacks; a garbage FP32 that happens to be NaN or Inf
+    # makes its JSON writer stop before the first flush, leaving an empty export with exit code 0 (seen in CI).
+    # So every numeric output is asked for: the export then holds real values only.
     data = {
         "data": [
             {
@@ -50,6 +59,8 @@ def test_perf_analyzer_streams_from_the_decoupled_model(perf_analyzer, triton_gr
                 "stream": [True],
                 "sampling_parameters": [sampling],
                 "return_num_output_tokens": [True],
+                "return_num_input_tokens": [True],
+                "return_cumulative_logprob": [True],
             }
         ]
     }
@@ -77,7 +88,10 @@ def test_perf_analyzer_streams_from_the_decoupled_model(perf_analyzer, triton_gr
     assert match, f"no throughput line in perf_analyzer output:\n{output[-6000:]}"
     assert float(match.group(1)) > 0, match.group(0)
 
-    profile = json.loads(export.read_text())
+    prompt_tokens = len(tokenizer(data["data"][0]["text_input"][0])["input_ids"])
+    exported = export.read_text()
+    assert exported, f"perf_analyzer left an empty profile export:\n{output[-6000:]}"
+    profile = json.loads(exported)
     assert profile["service_kind"] == "triton"
     requests = [request for experiment in profile["experiments"] for request in experiment["requests"]]
     assert len(requests) >= REQUEST_COUNT
@@ -88,4 +102,12 @@ def test_perf_analyzer_streams_from_the_decoupled_model(perf_analyzer, triton_gr
         assert len(request["response_outputs"]) == len(stamps)
         # vLLM may merge engine steps into one response when the consumer lags: count tokens, not responses.
         assert sum(token_count(out) for out in request["response_outputs"]) == MAX_TOKENS
+        # Every response that carries text carries the numeric outputs asked for, with real values.
+        carrying_text = sum(1 for out in request["response_outputs"] if out["text_output"])
+        logprobs = present(request["response_outputs"], "cumulative_logprob")
+        assert len(logprobs) >= carrying_text > 0, request["response_outputs"]
+        # A running sum of log-probabilities: finite, never positive, never rising.
+        assert all(math.isfinite(lp) and lp <= 0 for lp in logprobs), logprobs
+        assert logprobs == sorted(logprobs, reverse=True), logprobs
+        assert set(present(request["response_outputs"], "num_input_tokens")) == {prompt_tokens}
         assert set(request["request_inputs"]) == set(data["data"][0]), request["request_inputs"]

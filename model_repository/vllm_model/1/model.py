@@ -245,6 +245,12 @@ class TritonPythonModel:
 
     async def _generate(self, parsed: ParsedRequest, sender) -> None:
         kwargs = dict(parsed.sampling)
+        # The client's own `logprobs` decides what the logprobs output carries (JSON null without it, as
+        # vllm_backend). vLLM V1 tracks cumulative_logprob only while it computes logprobs, so a client that asks
+        # for the running sum alone gets the sampled token's log-probability computed (logprobs=0), not reported.
+        report_logprobs = kwargs.get("logprobs") is not None
+        if parsed.return_flags["return_cumulative_logprob"] and not report_logprobs:
+            kwargs["logprobs"] = 0
         structured = kwargs.pop("structured_outputs", None)
         if structured is not None:
             kwargs["structured_outputs"] = StructuredOutputsParams(**structured)
@@ -278,7 +284,7 @@ class TritonPythonModel:
                     prompt_text = self._decode(output.prompt_token_ids or [])
                 deltas = [""] * n
                 delta_counts = [0] * n
-                delta_logprobs: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+                delta_logprobs: list[list[dict[str, Any]] | None] = [[] if report_logprobs else None for _ in range(n)]
                 for completion in output.outputs:
                     state = sequences[completion.index]
                     deltas[completion.index] = completion.text
@@ -286,14 +292,14 @@ class TritonPythonModel:
                     state.num_tokens += len(completion.token_ids)
                     if completion.cumulative_logprob is not None:
                         state.cumulative_logprob = completion.cumulative_logprob
-                    if completion.logprobs:
+                    if completion.logprobs and report_logprobs:
                         entries = _logprob_entries(completion.token_ids, completion.logprobs)
                         delta_logprobs[completion.index] = entries
                     if completion.finish_reason:
                         state.finish_reason = completion.finish_reason
                     if not parsed.stream:
                         state.text.append(completion.text)
-                        state.logprobs.extend(delta_logprobs[completion.index])
+                        state.logprobs.extend(delta_logprobs[completion.index] or ())
                 if parsed.stream:
                     if first and parsed.include_prompt:
                         deltas = [prompt_text + d for d in deltas]
@@ -320,7 +326,7 @@ class TritonPythonModel:
                     num_input_tokens=num_input_tokens,
                     num_output_tokens=[s.num_tokens for s in sequences],
                     cumulative_logprobs=[s.cumulative_logprob for s in sequences],
-                    logprobs=[s.logprobs for s in sequences],
+                    logprobs=[s.logprobs if report_logprobs else None for s in sequences],
                     final=True,
                 )
                 self.responder.step(sender, step, parsed.return_flags, stream=False)

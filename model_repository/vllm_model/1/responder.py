@@ -48,7 +48,7 @@ class Step:
     num_input_tokens: int
     num_output_tokens: list[int]
     cumulative_logprobs: list[float]
-    logprobs: list[list[dict[str, Any]]]
+    logprobs: list[list[dict[str, Any]] | None]  # None: the client did not ask for logprobs (sent as JSON null)
     final: bool
     first: bool = False  # the request's first streaming response: sent without waiting (as is the final one)
 
@@ -58,7 +58,8 @@ class Step:
             self.texts[i] += later.texts[i]
             self.num_output_tokens[i] += later.num_output_tokens[i]
             self.finish_reasons[i] = later.finish_reasons[i] or self.finish_reasons[i]
-            self.logprobs[i] = self.logprobs[i] + later.logprobs[i]
+            if self.logprobs[i] is not None:
+                self.logprobs[i] = self.logprobs[i] + later.logprobs[i]
         self.cumulative_logprobs = later.cumulative_logprobs
         self.num_input_tokens = later.num_input_tokens
         self.final = later.final
