@@ -45,8 +45,8 @@ async def serve(spec: dict[str, Any], commands, replies) -> None:
     if spec.get("colocate_engine_core"):
         from bench.systems import colocate_engine_core
 
-        placement = str(colocate_engine_core(os.getpid()))
-        log(f"EngineCore placed on the worker's cores: {placement}")
+        placement = colocate_engine_core(os.getpid())
+        log(f"EngineCore placement: {placement}")
 
     def make_send(stream: bool) -> Send:
         kind = RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY

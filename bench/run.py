@@ -300,10 +300,10 @@ def start_block(names: tuple[str, ...], args: argparse.Namespace, model: str, en
         if server.info.get("placement"):
             block.info["placement"] = server.info["placement"]
     elif first == "vllm_serve_colocated":
-        block.info["placement"] = str(colocate_engine_core(server.pgid))
+        block.info["placement"] = colocate_engine_core(server.pgid)
     elif isinstance(server, OurStack):
         block.info["tritonserver_version"] = server.triton_version()
-    placement = f"; EngineCore placed: {block.info['placement']}" if block.info.get("placement") else ""
+    placement = f"; {block.info['placement']}" if block.info.get("placement") else ""
     log(f"{LABELS[first]}: ready in {block.info['startup_s']} s{placement}")
     return block
 

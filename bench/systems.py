@@ -27,13 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL_CODE = REPO / "model_repository" / "vllm_model" / "1"
 
 
-def colocate_engine_core(root: int):
-    """The model's own placement step (model_repository/vllm_model/1/placement.py), applied to a baseline."""
+def colocate_engine_core(root: int) -> str | None:
+    """The model's own placement (model_repository/vllm_model/1/placement.py, mode "always") applied to a baseline:
+    the EngineCore below `root` moves onto its worker's cores. Returns what was done, or None."""
     if str(MODEL_CODE) not in sys.path:
         sys.path.append(str(MODEL_CODE))
-    from placement import colocate_engine_core as place
+    from placement import EnginePlacement
 
-    return place(root)
+    return EnginePlacement("always").start(root)
 
 
 def free_port() -> int:

@@ -68,3 +68,11 @@ def test_never_and_no_pinned_worker_do_nothing(pinned, monkeypatch):
     monkeypatch.setattr(placement, "_engine_processes", lambda root: (set(), [4242]))  # e.g. vLLM on a GPU
     assert asyncio.run(scenario("auto")) is None
     assert pinned == []
+
+
+def test_always_needs_no_event_loop_but_auto_does(pinned):
+    """The benchmark places its baselines' EngineCore outside any event loop (mode "always")."""
+    assert "shares the CPU worker's cores [0]" in EnginePlacement("always").start()
+    assert pinned == [WORKER]
+    with pytest.raises(ValueError, match="auto"):
+        EnginePlacement("auto")

@@ -17,20 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 WORKER = "VLLM::Worker"
 ENGINE_CORE = "VLLM::EngineCor"  # /proc comm keeps 15 characters of "VLLM::EngineCore"
-
-
-@dataclass
-class Placement:
-    """What `colocate_engine_core` did."""
-
-    cores: list[int]
-    engine_core_pids: list[int]
-    threads: int
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -98,25 +88,23 @@ def _pin(pids: list[int], cores: set[int]) -> int:
     return threads
 
 
-def colocate_engine_core(root: int | None = None) -> Placement | None:
-    """Pin the EngineCore processes below `root` (default: this process) to their worker's cores."""
-    worker_cores, engine_cores = _engine_processes(root)
-    if not worker_cores:
-        return None
-    threads = _pin(engine_cores, worker_cores)
-    return Placement(sorted(worker_cores), engine_cores, threads) if threads else None
-
-
 class EnginePlacement:
     """Where the EngineCore runs, as the load changes (call `update` on the engine's event loop).
 
     mode "always": on the worker's cores from the start; "auto": there while at least `busy_requests` requests are
-    in flight, back on every core after `free_after` seconds with fewer; "never": left as vLLM placed it.
+    in flight, back on every core after `free_after` seconds with fewer (needs the `loop` for that timer); "never":
+    left as vLLM placed it.
     """
 
     def __init__(
-        self, mode: str, loop: asyncio.AbstractEventLoop, busy_requests: int = 2, free_after: float = 0.5
+        self,
+        mode: str,
+        loop: asyncio.AbstractEventLoop | None = None,
+        busy_requests: int = 2,
+        free_after: float = 0.5,
     ) -> None:
+        if mode == "auto" and loop is None:
+            raise ValueError("placement mode 'auto' needs the event loop that calls update()")
         self.mode = mode
         self.loop = loop
         self.busy_requests = busy_requests
