@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,10 +22,15 @@ logger = logging.getLogger("frontend")
 T = TypeVar("T")
 
 
+# The model names the sampling parameter it refuses: "sampling parameter 'max_tokens' is too large: ...".
+_PARAMETER_IN_MESSAGE = re.compile(r"sampling parameter '([A-Za-z_]+)'")
+
+
 def api_error_from(exc: TritonError) -> APIError:
     """How a Triton/model failure reaches an OpenAI client."""
     if exc.kind == "invalid":
-        return APIError(400, exc.message, code="invalid_request")
+        named = _PARAMETER_IN_MESSAGE.search(exc.message)
+        return APIError(400, exc.message, param=named.group(1) if named else None, code="invalid_request")
     if exc.kind == "not_found":
         return APIError(404, exc.message, param="model", code="model_not_found")
     if exc.kind == "unavailable":
