@@ -268,6 +268,8 @@ class ToolOutput:
         self._pending = ""  # text held back: it may be the start of a tag
         self._inside = False  # hermes: inside <tool_call>
         self._decided: bool | None = None  # llama3_json: whether the output is calls
+        self._block: list[str] = []  # hermes: the raw text of the current <tool_call> block
+        self._block_calls = 0
 
     def feed(self, text: str, final: bool = False) -> ToolDelta:
         out = ToolDelta()
@@ -324,22 +326,29 @@ class ToolOutput:
             if at >= 0:
                 before, buffer = buffer[:at], buffer[at + len(tag) :]
                 if self._inside:
-                    self._scan(before, out)
+                    self._hermes_block(before, out)
+                    if len(self.calls) == self._block_calls:  # no call in the block: it was text after all
+                        out.content += HERMES_OPEN + "".join(self._block) + HERMES_CLOSE
                     self._scanner = CallScanner(call_depth=1)
                 else:
                     out.content += before
+                    self._block, self._block_calls = [], len(self.calls)
                 self._inside = not self._inside
                 continue
             keep = 0 if final else _partial_suffix(buffer, tag)
             body, self._pending = buffer[: len(buffer) - keep], buffer[len(buffer) - keep :]
             if self._inside:
-                self._scan(body, out)
+                self._hermes_block(body, out)
             else:
                 out.content += body
             buffer = ""
         if final and self._pending:
             out.content += self._pending
             self._pending = ""
+
+    def _hermes_block(self, text: str, out: ToolDelta) -> None:
+        self._block.append(text)
+        self._scan(text, out)
 
     def _llama3_json(self, text: str, final: bool, out: ToolDelta) -> None:
         if self._decided is None:

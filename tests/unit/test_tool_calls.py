@@ -92,6 +92,12 @@ def test_hermes_text_without_a_complete_call_is_content(text):
     assert parsed.calls == [] and parsed.text_content == text
 
 
+def test_hermes_streamed_block_without_a_call_comes_back_as_content():
+    text = "a <tool_call>not json</tool_call> b"
+    _, deltas = stream(text, 2)
+    assert joined(deltas) == (text, [])
+
+
 def test_hermes_holds_back_a_partial_tag_then_releases_it():
     output = ToolOutput("auto", "hermes")
     assert output.feed("Hi <tool").delta() == {"content": "Hi "}
