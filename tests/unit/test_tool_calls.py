@@ -284,3 +284,13 @@ def test_example_template_renders_calls_as_the_hermes_parser_reads_them():
     assert [(c.name, json.loads(c.arguments)) for c in parsed.calls] == [("get_weather", {"city": "P"})]
     assert "<|im_start|>user\n<tool_response>\nsunny\n</tool_response><|im_end|>\n" in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_tool_call_parser_setting():
+    from frontend.settings import parse_settings
+
+    assert parse_settings([], env={}).tool_call_parser is None
+    assert parse_settings(["--tool-call-parser", "hermes"], env={}).tool_call_parser == "hermes"
+    assert parse_settings([], env={"TOOL_CALL_PARSER": "llama3_json"}).tool_call_parser == "llama3_json"
+    with pytest.raises(SystemExit):
+        parse_settings(["--tool-call-parser", "mistral"], env={})
