@@ -102,3 +102,17 @@ def test_utility_routes_need_the_key_when_one_is_set(triton_grpc_url, tmp_path):
             assert httpx.request(method, f"{url}{path}", json=body, headers=headers, timeout=60).status_code == 200
     finally:
         frontend.stop()
+
+
+def test_tokenize_control_ops_on_the_contract(triton, tokenizer):
+    """The model's side of the contract (docs/CONTRACT.md), spoken with tritonclient."""
+    text = "<|im_start|>user\nhi<|im_end|>"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert triton.control("tokenize", prompt=text, add_special_tokens=False) == {"tokens": ids}
+    assert triton.control("detokenize", tokens=ids) == {"prompt": text}
+    assert triton.control("info")["vllm_version"]
+    for fields in ({"prompt": 5}, {"prompt": "a", "add_special_tokens": "yes"}):
+        with pytest.raises(RuntimeError, match="tokenize needs"):
+            triton.control("tokenize", **fields)
+    with pytest.raises(RuntimeError, match="detokenize needs"):
+        triton.control("detokenize", tokens=["a"])
