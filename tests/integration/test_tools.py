@@ -193,6 +193,15 @@ def test_none_is_a_plain_answer_and_tools_reach_the_template(openai_client, herm
     assert with_template.choices[0].message.tool_calls is None
 
 
+def test_none_streamed_is_plain_content(hermes_client):
+    kwargs = {"tools": TOOLS, "tool_choice": "none", "temperature": 0, "max_tokens": 12}
+    whole = create(hermes_client, **kwargs).choices[0]
+    calls, chunks = streamed(hermes_client, **kwargs)
+    assert calls == []
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.message.content
+    assert finish_reasons(chunks) == [whole.finish_reason]
+
+
 # ---- "auto" ----
 
 
