@@ -12,7 +12,7 @@ from frontend.errors import install_error_handlers
 from frontend.generation import ServedModels
 from frontend.limits import BodySizeLimit
 from frontend.observability import FrontendMetrics, Observed
-from frontend.routes import chat, completions, health, lora, metrics, models
+from frontend.routes import chat, completions, health, lora, metrics, models, tokenize
 from frontend.settings import Settings
 from frontend.triton import TritonClient
 
@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(lora.router)
     app.include_router(metrics.router)
+    app.include_router(tokenize.router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

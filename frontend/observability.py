@@ -25,6 +25,9 @@ KNOWN_ROUTES = (
     "/health",
     "/health/ready",
     "/metrics",
+    "/tokenize",
+    "/detokenize",
+    "/version",
 )
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 

@@ -408,8 +408,12 @@ class TritonPythonModel:
         elif op == "unload_lora":
             await self.loras.unload(self._engine, message.get("lora_name"))
             result = {"unloaded": message.get("lora_name"), **self._info()}
+        elif op in ("tokenize", "detokenize"):
+            result = self._tokenizer_op(op, message)
         else:
-            raise RequestError(f"unknown control op '{op}' (known: info, health, stats, load_lora, unload_lora)")
+            raise RequestError(
+                f"unknown control op '{op}' (known: info, health, stats, load_lora, unload_lora, tokenize, detokenize)"
+            )
         payload = np.array([json.dumps(result).encode("utf-8")], dtype=np.object_)
         response = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("control_response", payload)])
         self.responder.send(sender, response)
@@ -422,8 +426,32 @@ class TritonPythonModel:
             "loras": self.loras.names(),
             "created": self.settings.created,
             "generation_defaults": self.generation_defaults,
+            "vllm_version": _vllm_version(),
             **self._tokenizer_facts,
         }
+
+    def _tokenizer_op(self, op: str, message: dict[str, Any]) -> dict[str, Any]:
+        """tokenize: {"prompt", "add_special_tokens"} -> {"tokens"} as the engine tokenizes that prompt (so counts
+        equal num_input_tokens); with "return_token_strs", also each token's text. detokenize: {"tokens"} ->
+        {"prompt"}."""
+        tokenizer = self._engine.get_tokenizer()
+        if op == "tokenize":
+            prompt, add_special = message.get("prompt"), message.get("add_special_tokens", True)
+            if not isinstance(prompt, str) or not isinstance(add_special, bool):
+                raise RequestError("tokenize needs a string 'prompt' and a boolean 'add_special_tokens'")
+            tokens = tokenizer.encode(prompt, add_special_tokens=add_special)
+            result: dict[str, Any] = {"tokens": tokens}
+            if message.get("return_token_strs"):
+                result["token_strs"] = tokenizer.convert_ids_to_tokens(tokens)
+            return result
+        tokens = message.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            raise RequestError("detokenize needs 'tokens', a list of token ids")
+        vocab = len(tokenizer)
+        bad = [t for t in tokens if not 0 <= t < vocab]
+        if bad:
+            raise RequestError(f"token id {bad[0]} is out of range (vocabulary size {vocab})")
+        return {"prompt": tokenizer.decode(tokens)}
 
     def _read_tokenizer_facts(self) -> dict[str, Any]:
         """What a client needs to render chat prompts as the model expects: the template and special tokens."""
@@ -436,6 +464,12 @@ class TritonPythonModel:
             "chat_template": getattr(tokenizer, "chat_template", None),
             "special_tokens": {k: v for k, v in special.items() if isinstance(v, (str, list))},
         }
+
+
+def _vllm_version() -> str:
+    from vllm import __version__
+
+    return __version__
 
 
 def _logprob_entries(token_ids, logprobs) -> list[dict[str, Any]]:
