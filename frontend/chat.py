@@ -170,7 +170,7 @@ async def create_chat_completion(
     top = body.top_logprobs or 0
 
     if not body.stream:
-        await cancel_on_disconnect(request, run_to_end(client, requests, tally, Observer(request, [prompt])))
+        await cancel_on_disconnect(request, run_to_end(client, requests, tally, Observer(request, [prompt], body)))
         choices = []
         for index, state in enumerate(tally.choices):
             message, called = response_message("".join(state.text), body, tool_call_parser)
@@ -242,5 +242,5 @@ async def create_chat_completion(
         render,
         final_usage if body.include_usage else None,
         body.continuous_usage,
-        Observer(request, [prompt]),
+        Observer(request, [prompt], body),
     )

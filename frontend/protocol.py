@@ -122,6 +122,10 @@ class SamplingRequest(BaseModel):
     def _max_new_tokens(self) -> int | None:
         return self.max_tokens
 
+    def param_name(self, sampling_key: str) -> str:
+        """The request field a sampling parameter came from (for error messages)."""
+        return sampling_key
+
     def _logprobs_count(self) -> int | None:
         return None
 
@@ -373,6 +377,11 @@ class ChatCompletionRequest(SamplingRequest):
 
     def _max_new_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def param_name(self, sampling_key: str) -> str:
+        if sampling_key == "max_tokens" and self.max_completion_tokens is not None:
+            return "max_completion_tokens"
+        return sampling_key
 
     def _logprobs_count(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None

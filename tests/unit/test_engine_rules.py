@@ -127,3 +127,14 @@ def test_frontend_names_the_parameter_the_model_refused():
     error = api_error_from(TritonError("sampling parameter 'max_tokens' is too large: ...", "invalid"))
     assert (error.status, error.param) == (400, "max_tokens")
     assert api_error_from(TritonError("input 'text_input' is required", "invalid")).param is None
+
+
+def test_chat_errors_name_max_completion_tokens_when_the_client_sent_it():
+    from frontend.protocol import ChatCompletionRequest
+
+    refused = TritonError("sampling parameter 'max_tokens' is too large: ...", "invalid")
+    messages = [{"role": "user", "content": "hi"}]
+    newer = ChatCompletionRequest(model="m", messages=messages, max_completion_tokens=9000)
+    older = ChatCompletionRequest(model="m", messages=messages, max_tokens=9000)
+    assert api_error_from(refused, newer).param == "max_completion_tokens"
+    assert api_error_from(refused, older).param == "max_tokens"
