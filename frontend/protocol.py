@@ -76,7 +76,7 @@ class SamplingRequest(BaseModel):
     # vLLM's extra sampling fields.
     top_k: Annotated[int, Field(le=INT64_MAX)] | None = None
     min_p: Probability | None = None
-    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None
     ignore_eos: bool = False
     min_tokens: Annotated[int, Field(ge=0, le=INT64_MAX)] = 0
     stop_token_ids: list[Annotated[int, Field(ge=0, le=INT64_MAX)]] | None = None
