@@ -97,9 +97,11 @@ def test_openai_sdk_through_the_router(cluster):
 
 
 def test_load_spreads_over_both_replicas(cluster):
+    time.sleep(1.0)  # earlier requests published (the engine numbers are at most ~0.7 s old)
     before = [served(r) for r in cluster.replicas]
     load = Load(cluster.base_url, concurrency=4, limit=40).start()
     outcomes = load.finish_when_done()
+    time.sleep(1.0)  # the serving port's engine numbers are at most ~0.7 s old
     after = [served(r) for r in cluster.replicas]
     assert [o.error for o in outcomes if o.error] == []
     per_replica = [a - b for a, b in zip(after, before, strict=True)]
