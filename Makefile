@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup serve test test-unit test-integration lint models bench clean
+.PHONY: setup serve test test-unit test-integration lint models bench clean cluster test-cluster
 
 setup:
 	@bash scripts/setup.sh
@@ -15,7 +15,16 @@ models: setup
 	@$(PY) -m tools.build_lora_adapters --base .models/tiny --out .models/tiny-lora
 
 test: setup models
-	@mkdir -p .run && $(PY) -m pytest -ra --basetemp=.run/pytest $(PYTEST_ARGS)
+	@mkdir -p .run && $(PY) -m pytest -ra --basetemp=.run/pytest --ignore=tests/integration/cluster $(PYTEST_ARGS)
+
+# N replicas (REPLICAS, default 2) behind vllm-router; prints the one URL to use.
+cluster: setup
+	@$(PY) -m launcher.cluster
+
+# Two replicas behind the router: SDK, spreading, rolling restart, SIGKILL, autoscaling signal (Prometheus).
+test-cluster: setup models
+	@bash scripts/install_prometheus.sh
+	@mkdir -p .run && $(PY) -m pytest -ra -s --basetemp=.run/pytest-cluster tests/integration/cluster $(PYTEST_ARGS)
 
 test-unit: setup
 	@$(PY) -m pytest -ra -m "not integration" $(PYTEST_ARGS)
