@@ -30,6 +30,7 @@ RUN sed -i 's/kind: KIND_CPU/kind: KIND_MODEL/' model_repository/vllm_model/conf
  && mkdir -p .run .cache /home/app && chown 1000:1000 .run .cache /home/app
 
 ENV PYTHONUNBUFFERED=1 \
+    LANG=C.UTF-8 \
     HOME=/home/app \
     VLLM_NO_USAGE_STATS=1 \
     PORT=9000 \
