@@ -79,7 +79,7 @@ def container(docker_host):
     """The image started with free host ports; yields (name, port, seconds to ready). Removed afterwards."""
     port, http, grpc, metrics = free_ports(4)
     name = f"tvo-image-test-{os.getpid()}"
-    scratch = "rw,exec,mode=1777,size=2g"
+    scratch = "rw,exec,uid=1000,gid=1000,size=2g"  # owned by the image's user, as fsGroup makes them on Kubernetes
     started = time.monotonic()
     docker(
         "run", "-d", "--name", name, "--network", "host", "--shm-size", "1g", "--read-only",
