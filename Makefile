@@ -39,7 +39,7 @@ clean:
 image:
 	@bash scripts/build_image.sh; rc=$$?; bash scripts/image_docker.sh down; exit $$rc
 
-# Slow (~10 min cold, ~4 min with a cached image): the container answers the openai SDK and `docker stop` drains it.
+# Slow (~15 min with a cold Docker cache, ~2 min with a built image): the container answers the openai SDK and `docker stop` drains it.
 test-image: setup image
 	@export DOCKER_HOST=$$(bash scripts/image_docker.sh up) && TVO_IMAGE_TEST=1 $(PY) -m pytest -ra -s \
 	  tests/deploy/test_image.py $(PYTEST_ARGS); rc=$$?; bash scripts/image_docker.sh down; exit $$rc
