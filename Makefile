@@ -41,3 +41,18 @@ soak: setup models
 
 clean:
 	rm -rf .run
+
+# Deployment (README "Deploy"). `make image`: the CPU image triton-vllm-openai:cpu (Debian packages docker.io and
+# mmdebstrap installed if missing; a dockerd of our own started and stopped if none answers).
+.PHONY: image test-image test-deploy
+image:
+	@bash scripts/build_image.sh; rc=$$?; bash scripts/image_docker.sh down; exit $$rc
+
+# Slow (~15 min with a cold Docker cache, ~2 min with a built image): the container answers the openai SDK and `docker stop` drains it.
+test-image: setup image
+	@export DOCKER_HOST=$$(bash scripts/image_docker.sh up) && TVO_IMAGE_TEST=1 $(PY) -m pytest -ra -s \
+	  tests/deploy/test_image.py $(PYTEST_ARGS); rc=$$?; bash scripts/image_docker.sh down; exit $$rc
+
+# Fast (seconds; also part of `make test`): the Kubernetes overlays render and validate, Dockerfiles lint.
+test-deploy: setup
+	@$(PY) -m pytest -ra tests/deploy $(PYTEST_ARGS)
