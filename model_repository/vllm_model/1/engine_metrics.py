@@ -15,6 +15,7 @@ whose value is the time of its last update (comma-separated adapter names, as vL
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 import time
@@ -108,8 +109,22 @@ class EngineMetrics:
         return TritonStatLogger
 
     def close(self) -> None:
+        """Stop publishing and release every metric and family now, while the stub still talks to Triton: left to
+        the interpreter's exit, their destructors ran after the stub's shared memory was gone (segfault in
+        MetricFamily::~MetricFamily)."""
         self._stop.set()
         self._thread.join(timeout=2)
+        self._flush()
+        # Metrics first, then the families that own them.
+        names = sorted(vars(self), key=lambda n: n in ("_families", "_lora_family"))
+        for name in names:
+            attribute = getattr(self, name)
+            if name in ("_stop", "_thread", "_queue"):
+                continue
+            if isinstance(attribute, (list, dict)):
+                attribute.clear()
+            setattr(self, name, None)
+        gc.collect()
 
     def _run(self) -> None:
         while not self._stop.wait(self.FLUSH_SECONDS):
