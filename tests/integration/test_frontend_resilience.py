@@ -127,7 +127,9 @@ def test_triton_unreachable_is_503_and_service_recovers_without_restart(triton_g
         error = assert_openai_error(httpx.post(url, json=body, timeout=30), 503)
         assert error["type"] == "server_error"
         assert_openai_error(httpx.get(f"{frontend.base_url}/health/ready", timeout=30), 503)
-        assert httpx.get(f"{frontend.base_url}/health").status_code == 200
+        # /health and /ping follow vLLM's /health: 503 while the engine cannot be reached (the frontend answers).
+        assert_openai_error(httpx.get(f"{frontend.base_url}/health", timeout=30), 503)
+        assert_openai_error(httpx.get(f"{frontend.base_url}/ping", timeout=30), 503)
         proxy.start()
         deadline = time.monotonic() + 20
         status = None
