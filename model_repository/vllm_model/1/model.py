@@ -27,7 +27,7 @@ from engine_settings import load_engine_settings  # noqa: E402
 from lora_registry import LoraError, LoraRegistry, UnknownLora  # noqa: E402
 from placement import EnginePlacement  # noqa: E402
 from responder import Responder, Step  # noqa: E402
-from sampling_parameters import ParameterError, parse_sampling_parameters  # noqa: E402
+from sampling_parameters import ParameterError, parse_sampling_parameters, request_parameters_json  # noqa: E402
 from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams  # noqa: E402
 
 RETURN_FLAGS = (
@@ -121,7 +121,10 @@ def parse_request(request) -> ParsedRequest:
     else:
         prompt = text
     try:
-        sampling, options = parse_sampling_parameters(_scalar_string(request, "sampling_parameters"))
+        raw = _scalar_string(request, "sampling_parameters")
+        if raw is None:  # as vllm_backend: without the tensor, the Triton request parameters
+            raw = request_parameters_json(request.parameters())
+        sampling, options = parse_sampling_parameters(raw)
     except ParameterError as exc:
         raise RequestError(str(exc)) from None
     stream = _scalar_bool(request, "stream", False)
