@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from frontend.engine_metrics import EngineMetricsProxy
 from frontend.errors import install_error_handlers
 from frontend.generation import ServedModels
 from frontend.limits import BodySizeLimit
-from frontend.observability import FrontendMetrics, Observed
-from frontend.routes import chat, completions, health, lora, metrics, models
+from frontend.observability import Drain, FrontendMetrics, Observed
+from frontend.routes import chat, completions, health, lora, metrics, models, tokenize
 from frontend.settings import Settings
 from frontend.triton import TritonClient
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(chat.router)
     app.include_router(lora.router)
     app.include_router(metrics.router)
+    app.include_router(tokenize.router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -55,9 +57,11 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.state.metrics = FrontendMetrics()
+    app.state.engine_metrics = EngineMetricsProxy(settings.triton_metrics_url)
+    app.state.drain = Drain()
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # Outermost: counts and logs everything, including 413s, and refuses overload before any work.
-    app.add_middleware(Observed, metrics=app.state.metrics, max_inflight=settings.max_inflight)
+    app.add_middleware(Observed, metrics=app.state.metrics, max_inflight=settings.max_inflight, drain=app.state.drain)
     return app
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from frontend.errors import bad_request
@@ -39,6 +40,18 @@ def _compile(template: str) -> jinja2.Template:
     return env.from_string(template)
 
 
+@functools.lru_cache(maxsize=8)
+def template_takes(template: str | None, variable: str) -> bool:
+    """Whether the template reads `variable` (e.g. "tools": whether it can show the model its tools)."""
+    if not template:
+        return False
+    env = ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"])
+    try:
+        return variable in meta.find_undeclared_variables(env.parse(template))
+    except jinja2.TemplateSyntaxError:
+        return False
+
+
 def render_chat(
     messages: list[dict[str, Any]],
     template: str | None,
@@ -46,6 +59,7 @@ def render_chat(
     add_generation_prompt: bool = True,
     continue_final_message: bool = False,
     template_kwargs: dict[str, Any] | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> str:
     """The prompt text for `messages`; 400 when there is no template or the template rejects the messages."""
     if not template:
@@ -60,6 +74,8 @@ def render_chat(
     except jinja2.TemplateSyntaxError as exc:
         raise bad_request(f"the chat template does not compile: {exc}", param="chat_template") from None
     variables = {**special_tokens, **(template_kwargs or {})}
+    if tools is not None:
+        variables["tools"] = tools
     try:
         rendered = compiled.render(messages=messages, add_generation_prompt=add_generation_prompt, **variables)
     except TemplateRejected as exc:

@@ -57,7 +57,7 @@ async def create_completion(
     created = now()
 
     if not body.stream:
-        await cancel_on_disconnect(request, run_to_end(client, requests, tally, Observer(request, prompts)))
+        await cancel_on_disconnect(request, run_to_end(client, requests, tally, Observer(request, prompts, body)))
         choices = []
         for index, state in enumerate(tally.choices):
             logprobs = completion_logprobs(state.logprobs, 0) if want_logprobs else None
@@ -110,5 +110,5 @@ async def create_completion(
         render,
         final_usage if body.include_usage else None,
         body.continuous_usage,
-        Observer(request, prompts),
+        Observer(request, prompts, body),
     )

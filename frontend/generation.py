@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,10 +22,16 @@ logger = logging.getLogger("frontend")
 T = TypeVar("T")
 
 
-def api_error_from(exc: TritonError) -> APIError:
-    """How a Triton/model failure reaches an OpenAI client."""
+# The model names the sampling parameter it refuses: "sampling parameter 'max_tokens' is too large: ...".
+_PARAMETER_IN_MESSAGE = re.compile(r"sampling parameter '([A-Za-z_]+)'")
+
+
+def api_error_from(exc: TritonError, body: SamplingRequest | None = None) -> APIError:
+    """How a Triton/model failure reaches an OpenAI client; `body` names a refused parameter as the client sent it."""
     if exc.kind == "invalid":
-        return APIError(400, exc.message, code="invalid_request")
+        named = _PARAMETER_IN_MESSAGE.search(exc.message)
+        param = None if named is None else body.param_name(named.group(1)) if body is not None else named.group(1)
+        return APIError(400, exc.message, param=param, code="invalid_request")
     if exc.kind == "not_found":
         return APIError(404, exc.message, param="model", code="model_not_found")
     if exc.kind == "unavailable":
@@ -162,7 +169,10 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
 class Observer:
     """Records what the client sees of one generation request in the frontend's metrics."""
 
-    def __init__(self, request: Request, prompts: list[str | list[int]] | None = None) -> None:
+    def __init__(
+        self, request: Request, prompts: list[str | list[int]] | None = None, body: SamplingRequest | None = None
+    ) -> None:
+        self.body = body
         self.metrics = request.app.state.metrics
         self.log_text = request.app.state.settings.log_text
         self.request_id = request.scope.get("state", {}).get("request_id", "-")
@@ -184,7 +194,7 @@ class Observer:
 
     def failed(self, exc: TritonError) -> APIError:
         self.metrics.triton_errors.labels(exc.kind).inc()
-        return api_error_from(exc)
+        return api_error_from(exc, self.body)
 
 
 async def run_to_end(client: TritonClient, requests: list[GenerateRequest], tally: Tally, observer: Observer) -> Tally:

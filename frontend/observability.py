@@ -1,4 +1,4 @@
-"""Frontend metrics (Prometheus), request logs, and backpressure, as one plain ASGI middleware.
+"""Frontend metrics (Prometheus), request logs, backpressure and draining, as one plain ASGI middleware.
 
 Plain ASGI (not BaseHTTPMiddleware) so streaming responses and client-disconnect detection pass through untouched.
 Logs carry request id, method, route, status, sizes and timings; never the API key, and no prompt text.
@@ -24,8 +24,14 @@ KNOWN_ROUTES = (
     "/v1/unload_lora_adapter",
     "/health",
     "/health/ready",
+    "/ping",
     "/metrics",
+    "/tokenize",
+    "/detokenize",
+    "/version",
 )
+# Answered while draining (probes see the 503 from their own route; scrapers keep scraping).
+PROBE_ROUTES = ("/health", "/health/ready", "/ping", "/metrics")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -64,6 +70,31 @@ class FrontendMetrics:
         )
 
 
+class Drain:
+    """Shutdown state shared by the server and the middleware: once started, new work gets 503 + Retry-After."""
+
+    def __init__(self) -> None:
+        self.started_at: float | None = None
+        # Requests in flight other than probes and scrapes: the drain waits for these.
+        self.busy = 0
+
+    @property
+    def draining(self) -> bool:
+        return self.started_at is not None
+
+    def start(self) -> None:
+        if self.started_at is None:
+            self.started_at = time.monotonic()
+            logger.info("draining: new requests get 503; %d in flight", self.busy)
+
+    def wait(self, timeout: float, poll: float = 0.05) -> int:
+        """Block (in a thread) until nothing is in flight or `timeout` passes; the number still in flight."""
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            time.sleep(poll)
+        return self.busy
+
+
 def route_label(path: str) -> str:
     if path in KNOWN_ROUTES:
         return path
@@ -72,20 +103,36 @@ def route_label(path: str) -> str:
     return "other"
 
 
+def _error_body(message: str, type_: str, code: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
+
+
 def _overloaded_body(limit: int) -> bytes:
     message = f"the server is at its limit of {limit} requests in flight; retry shortly"
-    error = {"message": message, "type": "rate_limit_error", "param": None, "code": "server_overloaded"}
-    return json.dumps({"error": error}).encode()
+    return _error_body(message, "rate_limit_error", "server_overloaded")
+
+
+def _draining_body() -> bytes:
+    return _error_body("the server is shutting down; retry on another replica", "server_error", "server_shutting_down")
 
 
 class Observed:
-    """Counts, times and logs every HTTP request; refuses generation requests past `max_inflight` with 429."""
+    """Counts, times and logs every HTTP request; refuses generation requests past `max_inflight` with 429, and
+    every request but probes and scrapes with 503 once `drain` has started."""
 
-    def __init__(self, app: ASGIApp, metrics: FrontendMetrics, max_inflight: int = 0, retry_after: int = 1) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: FrontendMetrics,
+        max_inflight: int = 0,
+        retry_after: int = 1,
+        drain: Drain | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_inflight = max_inflight
         self.retry_after = retry_after
+        self.drain = drain or Drain()
         self.generating = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -115,27 +162,39 @@ class Observed:
                 sent += len(message.get("body", b""))
             await send(message)
 
-        generation = route in GENERATION_ROUTES
-        if generation and self.max_inflight and self.generating >= self.max_inflight:
-            self.metrics.rejected.inc()
-            body = _overloaded_body(self.max_inflight)
+        async def refuse(code: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
             headers = [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"retry-after", str(self.retry_after).encode()),
+                *extra,
             ]
-            await observed_send({"type": "http.response.start", "status": 429, "headers": headers})
+            await observed_send({"type": "http.response.start", "status": code, "headers": headers})
             await observed_send({"type": "http.response.body", "body": body})
             self._finish(scope, route, request_id, status, started, received, sent)
+
+        probe = route in PROBE_ROUTES
+        if self.drain.draining and not probe:
+            # Connection: close, so a client or router holding a keep-alive connection reconnects elsewhere.
+            await refuse(503, _draining_body(), [(b"connection", b"close")])
+            return
+        generation = route in GENERATION_ROUTES
+        if generation and self.max_inflight and self.generating >= self.max_inflight:
+            self.metrics.rejected.inc()
+            await refuse(429, _overloaded_body(self.max_inflight), [])
             return
         if generation:
             self.generating += 1
+        if not probe:
+            self.drain.busy += 1
         self.metrics.in_flight.labels(route).inc()
         try:
             await self.app(scope, counting_receive, observed_send)
         finally:
             if generation:
                 self.generating -= 1
+            if not probe:
+                self.drain.busy -= 1
             self.metrics.in_flight.labels(route).dec()
             self._finish(scope, route, request_id, status, started, received, sent)
 

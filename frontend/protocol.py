@@ -6,6 +6,7 @@ and cannot honour are rejected with a 400 naming them.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from frontend.errors import bad_request
+from frontend.tool_calls import named_schema, required_schema
 
 MAX_N = 16
 MAX_LOGPROBS = 5
@@ -74,7 +76,7 @@ class SamplingRequest(BaseModel):
     # vLLM's extra sampling fields.
     top_k: Annotated[int, Field(le=INT64_MAX)] | None = None
     min_p: Probability | None = None
-    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0)] | None = None
     ignore_eos: bool = False
     min_tokens: Annotated[int, Field(ge=0, le=INT64_MAX)] = 0
     stop_token_ids: list[Annotated[int, Field(ge=0, le=INT64_MAX)]] | None = None
@@ -119,6 +121,10 @@ class SamplingRequest(BaseModel):
 
     def _max_new_tokens(self) -> int | None:
         return self.max_tokens
+
+    def param_name(self, sampling_key: str) -> str:
+        """The request field a sampling parameter came from (for error messages)."""
+        return sampling_key
 
     def _logprobs_count(self) -> int | None:
         return None
@@ -212,11 +218,79 @@ class TextPart(BaseModel):
     text: str
 
 
+# ---- tool calling: OpenAI's tools, tool_choice and tool-call messages ----
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _json_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from jsonschema import SchemaError, validators
+
+            try:
+                validators.validator_for(value).check_schema(value)
+            except SchemaError as exc:
+                raise ValueError(f"not a valid JSON schema: {exc.message}") from None
+        return value
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: Annotated[str, Field(min_length=1)]
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    arguments: str
+
+
+class ToolCallMessage(BaseModel):
+    """A tool call: in an assistant message the client sends back, and in our responses."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    def template_dict(self) -> dict[str, Any]:
+        """As vLLM hands tool calls to chat templates: arguments parsed from their JSON text when they are JSON."""
+        try:
+            arguments: Any = json.loads(self.function.arguments)
+        except json.JSONDecodeError:
+            arguments = self.function.arguments
+        return {"id": self.id, "type": "function", "function": {"name": self.function.name, "arguments": arguments}}
+
+
+# ---- end of the tool-calling block ----
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Annotated[str, Field(min_length=1)]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallMessage] | None = None
+    tool_call_id: str | None = None
 
     def template_dict(self) -> dict[str, Any]:
         """The message as chat templates expect it: text parts joined into one string."""
@@ -226,6 +300,10 @@ class ChatMessage(BaseModel):
         message: dict[str, Any] = {"role": self.role, "content": content if content is not None else ""}
         if self.name is not None:
             message["name"] = self.name
+        if self.tool_calls:
+            message["tool_calls"] = [call.template_dict() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
         return message
 
 
@@ -240,8 +318,9 @@ class ChatCompletionRequest(SamplingRequest):
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     chat_template_kwargs: dict[str, Any] | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
     functions: list[Any] | None = None
     function_call: Any = None
 
@@ -249,15 +328,60 @@ class ChatCompletionRequest(SamplingRequest):
     def _unsupported(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs to be true")
-        for name in ("tools", "functions", "function_call"):
+        for name in ("functions", "function_call"):
             if getattr(self, name):
-                raise ValueError(f"{name} is not supported")
-        if self.tool_choice not in (None, "none"):
-            raise ValueError("tool_choice is not supported")
+                raise ValueError(f"{name} is not supported (deprecated by OpenAI); use tools and tool_choice")
         return self
+
+    # ---- tool calling ----
+
+    @property
+    def tool_mode(self) -> str | None:
+        """None (no tools, or tool_choice "none"), "auto", "required" or "named"."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return "named"
+        return self.tool_choice or "auto"
+
+    def named_tool(self) -> Tool | None:
+        if not isinstance(self.tool_choice, NamedToolChoice):
+            return None
+        return next((t for t in self.tools or () if t.function.name == self.tool_choice.function.name), None)
+
+    def check_tools(self) -> None:
+        """400s naming the field for tool requests that cannot be served."""
+        if self.tool_choice not in (None, "none", "auto") and not self.tools:
+            raise bad_request("tool_choice needs tools", param="tool_choice")
+        names = [t.function.name for t in self.tools or ()]
+        if len(set(names)) != len(names):
+            raise bad_request("tools must have distinct function names", param="tools")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.named_tool() is None:
+            name = self.tool_choice.function.name
+            raise bad_request(f"tool_choice names function '{name}', which is not in tools", param="tool_choice")
+        if self.tool_mode in ("named", "required") and self.response_format and self.response_format.type != "text":
+            raise bad_request("response_format cannot be combined with a forced tool_choice", param="response_format")
+
+    def template_tools(self) -> list[dict[str, Any]] | None:
+        """The tools as chat templates take them (vLLM passes them for every tool_choice, "none" included)."""
+        return [t.model_dump(exclude_none=True) for t in self.tools] if self.tools else None
+
+    def _structured_outputs(self) -> dict[str, Any] | None:
+        mode = self.tool_mode
+        if mode == "named":
+            return {"json": named_schema(self.named_tool().function.parameters)}
+        if mode == "required":
+            tools = [(t.function.name, t.function.parameters) for t in self.tools]
+            return {"json": required_schema(tools, self.parallel_tool_calls)}
+        return super()._structured_outputs()
 
     def _max_new_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def param_name(self, sampling_key: str) -> str:
+        if sampling_key == "max_tokens" and self.max_completion_tokens is not None:
+            return "max_completion_tokens"
+        return sampling_key
 
     def _logprobs_count(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
@@ -354,6 +478,7 @@ class ChatLogprobs(BaseModel):
 class ChatResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    tool_calls: list[ToolCallMessage] | None = None
 
 
 class ChatChoice(BaseModel):
@@ -371,3 +496,48 @@ class ChatCompletionResponse(BaseModel):
     choices: list[ChatChoice]
     usage: Usage
     system_fingerprint: str | None = None
+
+
+# ---- utility routes: /tokenize and /detokenize, in vLLM's shapes ----
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize: a completion `prompt`, or chat `messages` rendered as /v1/chat/completions renders them."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    prompt: str | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    # None: as the matching generation route tokenizes (true for a prompt, false for rendered messages).
+    add_special_tokens: bool | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[Tool] | None = None
+    return_token_strs: bool = False
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give either prompt or messages")
+        return self
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    tokens: TokenIds
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
+
+
+# ---- end of the utility-routes block ----

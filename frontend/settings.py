@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from frontend.tool_calls import TOOL_CALL_PARSERS
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -30,6 +32,13 @@ class Settings:
     # Log prompt and completion text (off by default).
     log_text: bool = False
     chat_template: str | None = None
+    # Parser for tool_choice "auto" (frontend/tool_calls.py TOOL_CALL_PARSERS); None: "auto" is refused.
+    tool_call_parser: str | None = None
+    # Triton's Prometheus endpoint: its vllm:* families are re-exported on this server's /metrics.
+    triton_metrics_url: str = "http://localhost:8002/metrics"
+    # On SIGTERM: seconds to let requests in flight finish (a 60 s grace period minus a 15 s preStop, minus
+    # Triton's own exit) before the server exits.
+    shutdown_timeout: float = 30.0
 
 
 def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -109,6 +118,23 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         default=env.get("CHAT_TEMPLATE") or None,
         help="Jinja chat template file overriding the model's own (CHAT_TEMPLATE)",
     )
+    parser.add_argument(
+        "--tool-call-parser",
+        default=env.get("TOOL_CALL_PARSER") or None,
+        choices=TOOL_CALL_PARSERS,
+        help="how to find tool calls in output for tool_choice 'auto' (TOOL_CALL_PARSER); unset: 'auto' is refused",
+    )
+    parser.add_argument(
+        "--triton-metrics-url",
+        default=env.get("TRITON_METRICS_URL") or f"http://localhost:{env.get('TRITON_METRICS_PORT', '8002')}/metrics",
+        help="Triton metrics endpoint re-exported on /metrics (TRITON_METRICS_URL, or localhost:TRITON_METRICS_PORT)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=float(env.get("SHUTDOWN_TIMEOUT", Settings.shutdown_timeout)),
+        help="seconds in-flight requests may take to finish after SIGTERM (SHUTDOWN_TIMEOUT)",
+    )
     args = parser.parse_args(argv)
     # Precedence: --api-key, then the key file (flag or API_KEY_FILE), then API_KEY.
     api_key = args.api_key or (_read_key_file(args.api_key_file) if args.api_key_file else None)
@@ -128,4 +154,7 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         log_level=args.log_level,
         log_text=args.log_text,
         chat_template=args.chat_template,
+        tool_call_parser=args.tool_call_parser,
+        triton_metrics_url=args.triton_metrics_url,
+        shutdown_timeout=args.shutdown_timeout,
     )

@@ -213,6 +213,9 @@ class TritonClient:
                 response = stream_response.infer_response
                 finished = _is_final(response)
                 yield response
+                # A read of an already-buffered message does not suspend: without this, one fast stream can hold the
+                # event loop for its whole length and starve every other connection (probes time out).
+                await asyncio.sleep(0)
                 if finished:
                     return
         finally:

@@ -2,11 +2,16 @@
 
 Environment knobs: MODEL (local path or hub id; default: SmolLM2-135M-Instruct prepared offline), PORT (9000),
 API_KEY (unset: no auth), TRITON_HTTP_PORT / TRITON_GRPC_PORT / TRITON_METRICS_PORT (8000/8001/8002),
-ENGINE_ARGS (JSON merged over model_repository/vllm_model/1/model.json).
+ENGINE_ARGS (JSON merged over model_repository/vllm_model/1/model.json), SHUTDOWN_TIMEOUT (30; or
+--shutdown-timeout).
+
+SIGTERM or Ctrl-C drains: the frontend answers 503 to probes and new requests at once, lets requests in flight
+finish for up to the shutdown timeout, and exits; then Triton and the engine stop. A second signal does not wait.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -35,7 +40,19 @@ def resolve_model() -> str:
     return str(DEFAULT_MODEL_DIR)
 
 
-def config_from_env() -> StackConfig:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m launcher.serve", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=float(os.environ.get("SHUTDOWN_TIMEOUT", "30")),
+        help="seconds requests in flight may take to finish after SIGTERM (SHUTDOWN_TIMEOUT; default 30 fits a 60 s "
+        "grace period with a 15 s preStop)",
+    )
+    return parser.parse_args(argv)
+
+
+def config_from_env(shutdown_timeout: float = 30.0) -> StackConfig:
     engine_args = json.loads(os.environ["ENGINE_ARGS"]) if os.environ.get("ENGINE_ARGS") else None
     return StackConfig(
         model=resolve_model(),
@@ -47,16 +64,19 @@ def config_from_env() -> StackConfig:
         ),
         api_key=os.environ.get("API_KEY") or None,
         engine_args=engine_args,
+        shutdown_timeout=shutdown_timeout,
     )
 
 
-def main() -> int:
-    config = config_from_env()
+def main(argv: list[str] | None = None) -> int:
+    config = config_from_env(parse_args(argv).shutdown_timeout)
     stack = Stack(config)
     stopping = False
 
     def request_stop(signum, _frame) -> None:
         nonlocal stopping
+        if stopping and stack.frontend is not None and stack.frontend.poll() is None:
+            stack.frontend.process.send_signal(signal.SIGTERM)  # a second signal: the frontend stops draining
         stopping = True
 
     signal.signal(signal.SIGINT, request_stop)
@@ -83,7 +103,7 @@ def main() -> int:
             code = 1
             break
         time.sleep(0.5)
-    log("stopping frontend and Triton")
+    log(f"draining the frontend (up to {config.shutdown_timeout:.0f} s), then stopping Triton")
     stack.stop()
     log("stopped")
     return code

@@ -49,6 +49,8 @@ class StackConfig:
     frontend_args: list[str] = field(default_factory=list)
     frontend_env: dict[str, str] = field(default_factory=dict)
     ready_timeout: float = 900.0
+    # Seconds the frontend lets requests in flight finish after SIGTERM (its --shutdown-timeout).
+    shutdown_timeout: float = 30.0
 
 
 class Stack:
@@ -88,7 +90,11 @@ class Stack:
             triton_grpc=f"127.0.0.1:{self.config.triton_ports.grpc}",
             api_key=self.config.api_key,
             args=self.config.frontend_args,
-            env=self.config.frontend_env,
+            env={
+                "TRITON_METRICS_URL": f"http://127.0.0.1:{self.config.triton_ports.metrics}/metrics",
+                "SHUTDOWN_TIMEOUT": str(self.config.shutdown_timeout),
+                **self.config.frontend_env,
+            },
             log_path=self.config.log_dir / "frontend.log" if self.config.log_dir else None,
         )
         self.frontend.start()
@@ -107,6 +113,7 @@ class Stack:
             self.frontend = None
 
     def stop(self) -> None:
+        """Drain and stop the frontend first (Triton keeps serving the requests it lets finish), then Triton."""
         self.stop_frontend()
         self.triton.stop()
 
@@ -173,8 +180,13 @@ class FrontendProcess:
         raise TimeoutError(f"frontend did not answer /health within {timeout:.0f} s")
 
     def stop(self) -> None:
-        """SIGTERM (uvicorn lets in-flight requests finish, up to 30 s), then end what is left of the group."""
+        """SIGTERM (the frontend drains: requests in flight finish, up to its shutdown timeout), then end what is
+        left of the group."""
         if self.process is None:
             return
-        stop_group(self.process, timeout=35)
+        stop_group(self.process, timeout=self.shutdown_timeout + 10)
         self.process = None
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return float(self.env.get("SHUTDOWN_TIMEOUT", 30))

@@ -124,6 +124,11 @@ class TritonProcess:
             f"--metrics-port={self.ports.metrics}",
             f"--exit-timeout-secs={self.EXIT_TIMEOUT_S}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            # The frontend pings its channel every 30 s, idle or not (to notice a dead Triton); Triton's defaults
+            # count pings without data less than 5 min apart as bad and close the connection after two
+            # ("Too many pings": a request then fails with 503).
+            "--grpc-keepalive-permit-without-calls=1",
+            "--grpc-http2-min-recv-ping-interval-without-data=10000",
         ]
         if layout.backend_dir:
             cmd.append(f"--backend-directory={layout.backend_dir}")

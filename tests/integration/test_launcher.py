@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +46,15 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_make_serve_launcher_serves_and_stops_cleanly(tmp_path):
@@ -90,22 +101,49 @@ def test_make_serve_launcher_serves_and_stops_cleanly(tmp_path):
 
         tree = descendants(launcher.pid)
         assert len(tree) >= 4, "tritonserver, stub, EngineCore and frontend at least"
-        # Graceful: a stream in flight when SIGTERM arrives still finishes, complete.
+        assert httpx.get(f"{frontend}/health").status_code == 200
+        # Drain: requests in flight when SIGTERM arrives finish, complete, while probes and new requests get 503.
+        # Two are in flight: a long stream, and a request whose body is still arriving (it holds the drain open
+        # for as long as the test needs, whatever this machine's speed).
         events: list[str] = []
         first = threading.Event()
 
         def stream() -> None:
-            body = {"model": MODEL_NAME, "prompt": "hi", "max_tokens": 150, "ignore_eos": True, "stream": True}
+            body = {"model": MODEL_NAME, "prompt": "hi", "max_tokens": 300, "ignore_eos": True, "stream": True}
             with httpx.stream("POST", f"{frontend}/v1/completions", json=body, timeout=120) as response:
                 for line in response.iter_lines():
                     if line.startswith("data: "):
                         events.append(line[6:])
                         first.set()
 
+        held_body = json.dumps({"model": MODEL_NAME, "prompt": "hi", "max_tokens": 4}).encode()
+        held = socket.create_connection(("127.0.0.1", ports["PORT"]), timeout=120)
+        held.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(held_body)}\r\n\r\n".encode()
+            + held_body[:8]
+        )
+        in_flight = r'frontend_requests_in_flight\{route="/v1/completions"\} 1.0'
+        assert wait_for(lambda: re.search(in_flight, httpx.get(f"{frontend}/metrics").text), 30)
         reader = threading.Thread(target=stream)
         reader.start()
         assert first.wait(60)
         launcher.send_signal(signal.SIGTERM)
+        with httpx.Client(base_url=frontend, timeout=30) as client:
+            # 503 as soon as the launcher has passed SIGTERM on to the frontend.
+            assert wait_for(lambda: client.get("/health").status_code == 503, 30)
+            assert client.get("/ping").status_code == 503
+            assert client.get("/health/ready").status_code == 503
+            refused = client.post("/v1/completions", json={"model": MODEL_NAME, "prompt": "hi", "max_tokens": 3})
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "server_shutting_down"
+            assert client.get("/metrics").status_code == 200
+        held.sendall(held_body[8:])
+        answer = held.makefile("rb").read().decode()
+        held.close()
+        assert answer.startswith("HTTP/1.1 200"), answer[:300]
+        assert json.loads(answer.split("\r\n\r\n", 1)[1])["usage"]["completion_tokens"] == 4
         reader.join(timeout=120)
         assert events[-1] == "[DONE]"
         chunks = [json.loads(e) for e in events[:-1]]

@@ -5,6 +5,7 @@ on a copy of our model, with their ensemble, a plain Python model (add_sub) and 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +20,12 @@ from launcher.stack import engine_environment
 from launcher.triton import TritonPorts, TritonProcess
 from tests.conftest import ENGINE_ARGS, REPO, TINY_MODEL, ensure_models, free_port
 from tests.integration.test_vllm_backend_clients import PROMPTS, SAMPLING_PARAMETERS, create_vllm_request
+
+# Three engine starts on a server of their own: 9-15 min on a 2-core box. `make test-vllm-backend` runs them.
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("VLLM_BACKEND_REPOSITORY_TESTS"),
+    reason="slow (own tritonserver, three engine starts): run with `make test-vllm-backend`",
+)
 
 ENSEMBLE = """name: "ensemble_model"
 platform: "ensemble"

@@ -311,3 +311,7 @@ def test_empty_prompts_are_400(prompt):
 def test_bad_prompts_rejected(prompt):
     with pytest.raises(ValidationError):
         request(prompt=prompt)
+
+
+def test_repetition_penalty_above_two_is_accepted_as_vllm_does():
+    assert request(repetition_penalty=3.5).to_sampling_parameters()["repetition_penalty"] == 3.5

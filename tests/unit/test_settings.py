@@ -184,3 +184,13 @@ def test_settings_are_frozen():
     settings = parse_settings([], {})
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_triton_metrics_url_and_shutdown_timeout():
+    assert Settings().triton_metrics_url == "http://localhost:8002/metrics"
+    assert parse_settings([], {"TRITON_METRICS_PORT": "18002"}).triton_metrics_url == "http://localhost:18002/metrics"
+    env = {"TRITON_METRICS_URL": "http://triton:1/metrics", "TRITON_METRICS_PORT": "2", "SHUTDOWN_TIMEOUT": "12.5"}
+    settings = parse_settings([], env)
+    assert settings.triton_metrics_url == "http://triton:1/metrics"
+    assert settings.shutdown_timeout == 12.5
+    assert parse_settings(["--shutdown-timeout", "3"], env).shutdown_timeout == 3

@@ -6,12 +6,19 @@ so the engine loop never waits on metrics. Counters and gauges are summed per fl
 per request, except `vllm:inter_token_latency_seconds`, which takes one observation (one IPC) per generated token:
 it is off unless asked for (`REPORT_INTER_TOKEN_LATENCY`); `vllm:request_time_per_output_token_seconds` (each
 request's mean) is the cheap stand-in.
+
+The two info gauges of the Gateway API Inference Extension's model-server protocol follow vLLM's semantics:
+`vllm:cache_config_info` (value 1; labels: the engine's CacheConfig, e.g. block_size, num_gpu_blocks) once the engine
+is up, and, with LoRA enabled, `vllm:lora_requests_info{max_lora,running_lora_adapters,waiting_lora_adapters}`
+whose value is the time of its last update (comma-separated adapter names, as vLLM's), one series at a time.
 """
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
+import time
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
@@ -72,6 +79,9 @@ class EngineMetrics:
             "vllm:request_generation_tokens", "Generated tokens per request.", hist, TOKEN_BUCKETS
         )
         self.params_n = metric("vllm:request_params_n", "The n request parameter.", hist, N_BUCKETS)
+        self._cache_info = None
+        self._lora_family = None
+        self._lora_info: tuple[dict[str, str], Any] | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vllm-metrics", daemon=True)
@@ -86,18 +96,37 @@ class EngineMetrics:
         class TritonStatLogger(StatLoggerBase):
             def __init__(self, vllm_config, engine_index: int = 0) -> None:
                 self.engine_index = engine_index
+                self.vllm_config = vllm_config
+                lora = vllm_config.lora_config
+                self.max_lora = None if lora is None else str(lora.max_loras)
 
             def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
-                metrics._queue.put(_snapshot(scheduler_stats, iteration_stats))
+                metrics._queue.put(_snapshot(scheduler_stats, iteration_stats, self.max_lora))
 
             def log_engine_initialized(self) -> None:
-                pass
+                # num_gpu_blocks is known now (vLLM's own logger publishes cache_config_info here too).
+                info = {**cache_config_labels(self.vllm_config.cache_config), "engine": str(self.engine_index)}
+                metrics._queue.put({"cache_config": info})
 
         return TritonStatLogger
 
     def close(self) -> None:
+        """Stop publishing and release every metric and family now, while the stub still talks to Triton: left to
+        the interpreter's exit, their destructors ran after the stub's shared memory was gone (segfault in
+        MetricFamily::~MetricFamily)."""
         self._stop.set()
         self._thread.join(timeout=2)
+        self._flush()
+        # Metrics first, then the families that own them.
+        names = sorted(vars(self), key=lambda n: n in ("_families", "_lora_family"))
+        for name in names:
+            attribute = getattr(self, name)
+            if name in ("_stop", "_thread", "_queue"):
+                continue
+            if isinstance(attribute, (list, dict)):
+                attribute.clear()
+            setattr(self, name, None)
+        gc.collect()
 
     def _run(self) -> None:
         while not self._stop.wait(self.FLUSH_SECONDS):
@@ -108,13 +137,19 @@ class EngineMetrics:
         prompt = generation = 0
         finished: dict[str, int] = {}
         observations: list[tuple[Any, float]] = []
+        lora = None
         while True:
             try:
                 snap = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if "cache_config" in snap:
+                self._publish_cache_config(snap["cache_config"])
+                continue
             if snap["gauges"] is not None:
                 gauges = snap["gauges"]
+            if snap.get("lora") is not None:
+                lora = snap["lora"]
             prompt += snap["prompt_tokens"]
             generation += snap["generation_tokens"]
             observations += [(self.ttft, v) for v in snap["ttft"]]
@@ -144,15 +179,57 @@ class EngineMetrics:
                 self.success[reason].increment(count)
         for histogram, value in observations:
             histogram.observe(value)
+        if lora is not None:
+            self._publish_lora(lora)
+
+    def _publish_cache_config(self, labels: dict[str, str]) -> None:
+        family = pb_utils.MetricFamily(
+            name="vllm:cache_config_info",
+            description="Information of the LLMEngine CacheConfig",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self._families.append(family)
+        self._cache_info = family.Metric(labels=labels)
+        self._cache_info.set(1)
+
+    def _publish_lora(self, labels: dict[str, str]) -> None:
+        """Set the series for the current adapters to now; a new set of adapters replaces the series."""
+        if self._lora_info is None or self._lora_info[0] != labels:
+            if self._lora_family is None:
+                self._lora_family = pb_utils.MetricFamily(
+                    name="vllm:lora_requests_info",
+                    description="Running stats on lora requests.",
+                    kind=pb_utils.MetricFamily.GAUGE,
+                )
+            self._lora_info = (labels, self._lora_family.Metric(labels=labels))
+        self._lora_info[1].set(time.time())
 
 
-def _snapshot(scheduler_stats, iteration_stats) -> dict[str, Any]:
+def cache_config_labels(cache_config) -> dict[str, str]:
+    """vLLM's cache_config_info labels: every CacheConfig field as a string (CacheConfig.metrics_info())."""
+    return {str(key): str(value) for key, value in cache_config.metrics_info().items()}
+
+
+def lora_labels(max_lora: str, running: dict[str, int], waiting: dict[str, int]) -> dict[str, str]:
+    """vLLM's lora_requests_info labels: max_lora and the adapters with requests running / waiting."""
+    return {
+        "max_lora": max_lora,
+        "running_lora_adapters": ",".join(running),
+        "waiting_lora_adapters": ",".join(waiting),
+    }
+
+
+def _snapshot(scheduler_stats, iteration_stats, max_lora: str | None = None) -> dict[str, Any]:
     """Plain numbers from vLLM's stats objects (cheap; runs on the engine's loop)."""
     gauges = None
+    lora = None
     if scheduler_stats is not None:
         gauges = (scheduler_stats.num_running_reqs, scheduler_stats.num_waiting_reqs, scheduler_stats.kv_cache_usage)
+        if max_lora is not None:
+            lora = lora_labels(max_lora, scheduler_stats.running_lora_adapters, scheduler_stats.waiting_lora_adapters)
     snap: dict[str, Any] = {
         "gauges": gauges,
+        "lora": lora,
         "prompt_tokens": 0,
         "generation_tokens": 0,
         "ttft": [],

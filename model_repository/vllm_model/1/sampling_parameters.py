@@ -204,3 +204,69 @@ def parse_sampling_parameters(raw: str | bytes | None) -> tuple[dict[str, Any], 
             raise ParameterError(f"unknown sampling parameter '{key}'")
         sampling[name] = converter(key, value)
     return sampling, options
+
+
+# ---- rules that need the engine's facts (context length, the model's generation config) ----
+
+# Fields a model's generation_config.json may default, as vLLM's server applies them (`--generation-config auto`);
+# vLLM's ModelConfig.get_diff_sampling_param() names max_new_tokens max_tokens.
+GENERATION_DEFAULT_KEYS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "max_tokens",
+)
+# vLLM's SamplingParams treats a temperature below this as greedy.
+GREEDY_EPSILON = 1e-5
+# Special tokens a tokenizer may add around a text prompt (bos, eos, ...); generous.
+SPECIAL_TOKEN_ROOM = 16
+
+
+def apply_generation_defaults(sampling: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The request's sampling kwargs with the model's defaults for the fields it left out (or set to null).
+
+    A request that gives a field keeps its value: user -> model's generation config -> vLLM's default.
+    """
+    merged = dict(sampling)
+    for key in GENERATION_DEFAULT_KEYS:
+        if merged.get(key) is None and defaults.get(key) is not None:
+            merged[key] = defaults[key]
+    return merged
+
+
+def greedy_copies(sampling: dict[str, Any]) -> int:
+    """How many identical greedy sequences to hand out: n when n > 1 at temperature 0, else 1.
+
+    vLLM refuses n > 1 with greedy sampling; OpenAI returns n choices (all the same text). One engine sequence
+    serves them all.
+    """
+    n = int(sampling.get("n") or 1)
+    temperature = sampling.get("temperature", 1.0)
+    if n > 1 and temperature is not None and temperature < GREEDY_EPSILON:
+        return n
+    return 1
+
+
+def prompt_tokens_at_most(prompt: str | dict[str, Any]) -> int:
+    """An upper bound of the prompt's token count without tokenizing: token ids as given, or a text's UTF-8 bytes
+    plus room for special tokens (a byte-level tokenizer never makes more tokens than bytes)."""
+    if isinstance(prompt, dict):
+        return len(prompt.get("prompt_token_ids") or ())
+    return len(prompt.encode("utf-8")) + SPECIAL_TOKEN_ROOM
+
+
+def check_max_tokens(max_tokens: int | None, prompt_tokens: int, max_model_len: int) -> None:
+    """Refuse a completion length that cannot fit after the prompt (OpenAI and vLLM's server answer 400)."""
+    if max_tokens is None or prompt_tokens >= max_model_len:
+        return  # null = the rest of the context; a prompt that fills the context is the engine's own error
+    room = max_model_len - prompt_tokens
+    if max_tokens > room:
+        raise ParameterError(
+            f"sampling parameter 'max_tokens' is too large: this model's maximum context length is {max_model_len} "
+            f"tokens and the prompt has {prompt_tokens}, so at most {room} can be generated; {max_tokens} were "
+            f"requested ({prompt_tokens + max_tokens} tokens in all)"
+        )

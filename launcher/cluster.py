@@ -1,0 +1,267 @@
+"""`make cluster`: N replicas (each its own tritonserver + vLLM + frontend, on ports of their own) behind vLLM's
+router (`vllm-router`, the production-stack router from PyPI), until Ctrl-C or SIGTERM.
+
+Environment knobs: REPLICAS (2), MODEL (as `make serve`; `tiny` for the test model in .models/tiny), PORT (the
+router's port, 9000), POLICY (round_robin), ENGINE_ARGS (JSON merged over model.json), SHUTDOWN_TIMEOUT (30).
+Each replica's frontend and Triton ports are picked free and printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher.stack import REPO, Stack, StackConfig, log
+from launcher.triton import TritonPorts, stop_group
+
+# Router settings for replicas that drain: probe /health every second and take a replica out after one failed
+# probe; a request refused by a draining replica (503) or a dead one (connection refused) is retried elsewhere.
+ROUTER_HEALTH_INTERVAL_S = 1
+ROUTER_FLAGS = [
+    "--health-check-endpoint",
+    "/health",
+    "--health-check-interval-secs",
+    str(ROUTER_HEALTH_INTERVAL_S),
+    "--health-check-timeout-secs",
+    "2",
+    "--health-failure-threshold",
+    "1",
+    "--health-success-threshold",
+    "1",
+    "--retry-max-retries",
+    "5",
+    "--retry-initial-backoff-ms",
+    "100",
+    "--retry-max-backoff-ms",
+    "2000",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def router_binary() -> str:
+    """The `vllm-router` next to this interpreter (pip install vllm-router), else on PATH."""
+    beside = Path(sys.executable).parent / "vllm-router"
+    found = str(beside) if beside.exists() else shutil.which("vllm-router")
+    if not found:
+        raise RuntimeError("no vllm-router: pip install vllm-router==0.1.17 (the `cluster` extra)")
+    return found
+
+
+@dataclass
+class ClusterConfig:
+    model: str
+    replicas: int = 2
+    port: int = 9000  # the router's
+    policy: str = "round_robin"
+    engine_args: dict | None = None
+    loras: dict[str, str] | None = None
+    run_dir: Path = REPO / ".run" / "cluster"
+    log_dir: Path | None = None
+    shutdown_timeout: float = 30.0
+    ready_timeout: float = 900.0
+    router_args: list[str] = field(default_factory=list)
+
+
+class Router:
+    """vllm-router in its own process group, in front of the replicas' frontends."""
+
+    def __init__(self, port: int, workers: list[str], policy: str, extra: list[str], log_path: Path | None) -> None:
+        self.port = port
+        self.workers = workers
+        self.policy = policy
+        self.extra = extra
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            router_binary(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--policy",
+            self.policy,
+            "--worker-urls",
+            *self.workers,
+            *ROUTER_FLAGS,
+            "--prometheus-port",
+            str(free_port()),
+            *self.extra,
+        ]
+
+    def start(self, timeout: float = 120) -> None:
+        output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vllm-router exited with code {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/v1/models", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"vllm-router did not serve /v1/models within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_group(self.process, timeout=10)
+            self.process = None
+
+
+class Cluster:
+    """Replicas (launcher Stacks on free ports) and the router, started and stopped together."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.replicas = [self._replica(i) for i in range(config.replicas)]
+        self.router = Router(
+            config.port,
+            [replica.base_url for replica in self.replicas],
+            config.policy,
+            config.router_args,
+            config.log_dir / "router.log" if config.log_dir else None,
+        )
+
+    def _replica(self, index: int) -> Stack:
+        log_dir = None
+        if self.config.log_dir:
+            log_dir = self.config.log_dir / f"replica{index}"
+            log_dir.mkdir(parents=True, exist_ok=True)
+        return Stack(
+            StackConfig(
+                model=self.config.model,
+                port=free_port(),
+                triton_ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
+                engine_args=self.config.engine_args,
+                loras=self.config.loras,
+                run_dir=self.config.run_dir / f"replica{index}",
+                log_dir=log_dir,
+                ready_timeout=self.config.ready_timeout,
+                shutdown_timeout=self.config.shutdown_timeout,
+            )
+        )
+
+    @property
+    def base_url(self) -> str:
+        return self.router.base_url
+
+    def start(self) -> None:
+        try:
+            # Engines start in parallel (on 2 cores each takes longer, but less than one after the other).
+            with ThreadPoolExecutor(len(self.replicas)) as pool:
+                for result in [pool.submit(replica.start) for replica in self.replicas]:
+                    result.result()
+            self.router.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop_replica(self, index: int) -> None:
+        """As Kubernetes stops a pod: SIGTERM; the frontend drains, then Triton and the engine exit."""
+        self.replicas[index].stop()
+
+    def kill_replica(self, index: int) -> None:
+        """As a crash: SIGKILL the replica's frontend and Triton process groups at once, then clean up."""
+        replica = self.replicas[index]
+        for process in (replica.frontend.process if replica.frontend else None, replica.triton.process):
+            if process is not None:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        replica.stop()  # reaps and removes the shared-memory regions left behind
+
+    def restart_replica(self, index: int) -> None:
+        """Start a stopped replica again on the same ports (the router knows it by URL)."""
+        self.replicas[index].start()
+
+    def stop(self) -> None:
+        self.router.stop()
+        with ThreadPoolExecutor(len(self.replicas)) as pool:
+            list(pool.map(lambda replica: replica.stop(), self.replicas))
+
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def config_from_env() -> ClusterConfig:
+    from launcher.serve import resolve_model
+
+    if os.environ.get("MODEL") == "tiny":
+        os.environ["MODEL"] = str(REPO / ".models" / "tiny")
+    engine_args = json.loads(os.environ["ENGINE_ARGS"]) if os.environ.get("ENGINE_ARGS") else None
+    return ClusterConfig(
+        model=resolve_model(),
+        replicas=int(os.environ.get("REPLICAS", "2")),
+        port=int(os.environ.get("PORT", "9000")),
+        policy=os.environ.get("POLICY", ClusterConfig.policy),
+        engine_args=engine_args,
+        shutdown_timeout=float(os.environ.get("SHUTDOWN_TIMEOUT", "30")),
+    )
+
+
+def main() -> int:
+    config = config_from_env()
+    cluster = Cluster(config)
+    stopping = False
+
+    def request_stop(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    log(f"starting {config.replicas} replicas of {config.model} and vllm-router (policy {config.policy})")
+    try:
+        cluster.start()
+    except Exception as exc:  # noqa: BLE001 - reported, then exit non-zero
+        log(f"failed to start: {exc}")
+        return 1
+    for index, replica in enumerate(cluster.replicas):
+        ports = replica.config.triton_ports
+        log(f"replica {index}: frontend {replica.base_url} (/metrics, /health), Triton gRPC {ports.grpc}")
+    log(f"OpenAI API    {cluster.base_url}/v1   <- use this one")
+    log("Ctrl-C stops everything")
+    while not stopping:
+        time.sleep(0.5)
+    log("stopping the router, then draining the replicas")
+    cluster.stop()
+    log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
