@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup serve test test-unit test-integration lint models bench clean cluster test-cluster
+.PHONY: setup serve test test-unit test-integration lint models bench clean cluster test-cluster test-vllm-backend
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,11 @@ cluster: setup
 test-cluster: setup models
 	@bash scripts/install_prometheus.sh
 	@mkdir -p .run && $(PY) -m pytest -ra -s --basetemp=.run/pytest-cluster tests/integration/cluster $(PYTEST_ARGS)
+
+# vllm_backend's repository tests (explicit model control, ensemble, broken models): a server of their own, slow.
+test-vllm-backend: setup models
+	@mkdir -p .run && VLLM_BACKEND_REPOSITORY_TESTS=1 $(PY) -m pytest -ra --basetemp=.run/pytest-vb \
+		tests/integration/test_vllm_backend_repository.py $(PYTEST_ARGS)
 
 test-unit: setup
 	@$(PY) -m pytest -ra -m "not integration" $(PYTEST_ARGS)

@@ -148,7 +148,8 @@ _NUMPY_TYPES = {"UINT32": "<u4", "FP32": "<f4", "INT64": "<i8", "BOOL": "?", "IN
 def parse_chunk(response: service_pb2.ModelInferResponse, logprobs: bool) -> GenerationChunk:
     outputs = response_outputs(response)
     texts = outputs.get("text_output", [])
-    reasons = [r or None for r in outputs.get("finish_reason", [])] or [None] * len(texts)
+    # The model sends "None" (as vllm_backend) for a sequence that has not finished.
+    reasons = [None if r in ("", "None") else r for r in outputs.get("finish_reason", [])] or [None] * len(texts)
     num_input = outputs.get("num_input_tokens") or [0]
     parsed_logprobs = None
     if logprobs:

@@ -15,11 +15,15 @@ def main() -> None:
     spec = json.load(sys.stdin)
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
+    from vllm.sampling_params import StructuredOutputsParams
 
     llm = LLM(**spec["engine_args"])
     results = []
     for case in spec["cases"]:
-        params = SamplingParams(**case["params"])
+        kwargs = dict(case["params"])
+        if isinstance(kwargs.get("structured_outputs"), dict):
+            kwargs["structured_outputs"] = StructuredOutputsParams(**kwargs["structured_outputs"])
+        params = SamplingParams(**kwargs)
         lora = LoRARequest(*case["lora"]) if case.get("lora") else None
         if case.get("chat"):
             outputs = llm.chat(case["chat"], params, lora_request=lora, use_tqdm=False)

@@ -241,3 +241,12 @@ def test_few_requests_are_checked_every_tenth_of_a_second(responder_module):
     finally:
         responder.stop()
     assert 4 <= sender.checks <= 6, sender.checks
+
+
+def test_unfinished_sequences_report_finish_reason_none_as_vllm_backend(responder_module):
+    """vllm_backend sends str(None) == "None" before a sequence finishes; clients compare with it."""
+    flags = {**FLAGS, "return_finish_reason": True}
+    going = responder_module.build_response(step(responder_module, "a"), flags)
+    done = responder_module.build_response(step(responder_module, "b", final=True), flags)
+    assert going.tensors["finish_reason"].tolist() == [b"None"]
+    assert done.tensors["finish_reason"].tolist() == [b"length"]

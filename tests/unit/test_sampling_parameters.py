@@ -293,3 +293,21 @@ def test_add_special_tokens_is_a_request_option_parsed_by_value(raw, expected):
 def test_add_special_tokens_rejects_non_booleans():
     with pytest.raises(ParameterError, match="add_special_tokens"):
         parse_sampling_parameters('{"add_special_tokens": "perhaps"}')
+
+
+def test_structured_outputs_as_a_json_string_like_vllm_backend():
+    """vllm_backend's accuracy_test sends json.dumps({"choice": [...]}) as the value."""
+    sampling, _ = parse_sampling_parameters(json.dumps({"structured_outputs": json.dumps({"choice": ["a", "b"]})}))
+    assert sampling == {"structured_outputs": {"choice": ["a", "b"]}}
+    with pytest.raises(ParameterError, match="'structured_outputs' is not valid JSON"):
+        parse_sampling_parameters(json.dumps({"structured_outputs": "{choice"}))
+
+
+def test_request_parameters_drop_triton_keys():
+    from sampling_parameters import request_parameters_json
+
+    raw = json.dumps({"temperature": "0", "triton_enable_empty_final_response": True})
+    assert json.loads(request_parameters_json(raw)) == {"temperature": "0"}
+    assert request_parameters_json("{}") is None
+    assert request_parameters_json(json.dumps({"triton_enable_empty_final_response": True})) is None
+    assert request_parameters_json("") is None

@@ -157,6 +157,12 @@ def test_parse_chunk_two_sequences():
     assert chunk.prompt_index == 0
 
 
+def test_parse_chunk_reads_the_models_none_as_not_finished():
+    """The model sends "None" (as vllm_backend) for a sequence that has not finished yet."""
+    chunk = parse_chunk(generation_response(["a", "b"], ["None", "length"], 3, [1, 1]), logprobs=False)
+    assert chunk.finish_reasons == [None, "length"]
+
+
 def test_parse_chunk_with_logprobs():
     entries = [[{"5": {"logprob": -0.1, "rank": 1, "decoded_token": "a"}}], []]
     response = generation_response(["a", ""], ["", ""], 3, [1, 0], logprobs=entries)

@@ -29,6 +29,7 @@ ITL_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.
 LATENCY_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0]
 TOKEN_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
 FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
+N_BUCKETS = [1, 2, 5, 10, 20]  # vllm:request_params_n, as vllm_backend and vLLM bucket it
 
 
 class EngineMetrics:
@@ -77,6 +78,7 @@ class EngineMetrics:
         self.request_generation = metric(
             "vllm:request_generation_tokens", "Generated tokens per request.", hist, TOKEN_BUCKETS
         )
+        self.params_n = metric("vllm:request_params_n", "The n request parameter.", hist, N_BUCKETS)
         self._cache_info = None
         self._lora_family = None
         self._lora_info: tuple[dict[str, str], Any] | None = None
@@ -151,6 +153,7 @@ class EngineMetrics:
             prompt += snap["prompt_tokens"]
             generation += snap["generation_tokens"]
             observations += [(self.ttft, v) for v in snap["ttft"]]
+            observations += [(self.params_n, v) for v in snap["n"]]
             if self.itl is not None:
                 observations += [(self.itl, v) for v in snap["itl"]]
             for request in snap["finished"]:
@@ -230,6 +233,7 @@ def _snapshot(scheduler_stats, iteration_stats, max_lora: str | None = None) -> 
         "prompt_tokens": 0,
         "generation_tokens": 0,
         "ttft": [],
+        "n": [],
         "itl": [],
         "finished": [],
     }
@@ -237,6 +241,7 @@ def _snapshot(scheduler_stats, iteration_stats, max_lora: str | None = None) -> 
         snap["prompt_tokens"] = iteration_stats.num_prompt_tokens
         snap["generation_tokens"] = iteration_stats.num_generation_tokens
         snap["ttft"] = list(iteration_stats.time_to_first_tokens_iter)
+        snap["n"] = list(getattr(iteration_stats, "n_params_iter", ()))
         snap["itl"] = list(iteration_stats.inter_token_latencies_iter)
         snap["finished"] = [
             {

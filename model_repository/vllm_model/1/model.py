@@ -34,6 +34,7 @@ from sampling_parameters import (  # noqa: E402
     greedy_copies,
     parse_sampling_parameters,
     prompt_tokens_at_most,
+    request_parameters_json,
 )
 from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams  # noqa: E402
 
@@ -128,7 +129,10 @@ def parse_request(request) -> ParsedRequest:
     else:
         prompt = text
     try:
-        sampling, options = parse_sampling_parameters(_scalar_string(request, "sampling_parameters"))
+        raw = _scalar_string(request, "sampling_parameters")
+        if raw is None:  # as vllm_backend: without the tensor, the Triton request parameters
+            raw = request_parameters_json(request.parameters())
+        sampling, options = parse_sampling_parameters(raw)
     except ParameterError as exc:
         raise RequestError(str(exc)) from None
     stream = _scalar_bool(request, "stream", False)

@@ -68,7 +68,8 @@ class Step:
 def build_response(step: Step, return_flags: dict[str, bool]) -> pb_utils.InferenceResponse:
     tensors = [pb_utils.Tensor("text_output", np.array([t.encode("utf-8") for t in step.texts], dtype=np.object_))]
     if return_flags["return_finish_reason"]:
-        reasons = np.array([r.encode() for r in step.finish_reasons], dtype=np.object_)
+        # As vllm_backend (str(None)): "None" while a sequence has not finished.
+        reasons = np.array([(r or "None").encode() for r in step.finish_reasons], dtype=np.object_)
         tensors.append(pb_utils.Tensor("finish_reason", reasons))
     if return_flags["return_num_input_tokens"]:
         tensors.append(pb_utils.Tensor("num_input_tokens", np.array([step.num_input_tokens], dtype=np.uint32)))

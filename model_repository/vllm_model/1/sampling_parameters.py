@@ -93,6 +93,11 @@ _STRUCTURED_KEYS = {
 
 
 def _structured(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, str):  # vllm_backend clients send it JSON-encoded: json.dumps({"choice": [...]})
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ParameterError(f"sampling parameter '{name}' is not valid JSON: {exc}") from None
     if not isinstance(value, dict) or not value:
         raise ParameterError(f"sampling parameter '{name}' must be a non-empty object, got {value!r}")
     unknown = sorted(set(value) - _STRUCTURED_KEYS)
@@ -150,6 +155,18 @@ _ALIASES = {"guided_decoding": "structured_outputs"}
 REQUEST_KEYS = {"lora_name": str, "add_special_tokens": bool}
 
 KNOWN_KEYS = frozenset(_CONVERTERS) | frozenset(_ALIASES) | frozenset(REQUEST_KEYS)
+
+
+def request_parameters_json(raw: str | None) -> str | None:
+    """The sampling parameters a client sent as Triton request parameters (JSON), for a request without the
+    `sampling_parameters` tensor: vllm_backend reads them there too. Triton's own `triton_*` keys are dropped."""
+    if not raw:
+        return None
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        return None
+    data = {key: value for key, value in data.items() if not key.startswith("triton_")}
+    return json.dumps(data) if data else None
 
 
 def parse_sampling_parameters(raw: str | bytes | None) -> tuple[dict[str, Any], dict[str, Any]]:
