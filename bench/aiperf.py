@@ -66,9 +66,11 @@ def profile_command(
     seed: int,
     artifact_dir: Path,
     request_timeout_s: float,
+    endpoint_type: str = "completions",
 ) -> list[str]:
-    """`aiperf profile` for one closed-loop window: `level.concurrency` users, `requests` requests, greedy,
-    `ignore_eos`, exactly `output_len` tokens each (server-reported counts, as the built-in generator uses)."""
+    """`aiperf profile` (`endpoint_type` completions or chat) for one closed-loop window: `level.concurrency`
+    users, `requests` requests, greedy, `ignore_eos`, exactly `output_len` tokens each (server-reported counts, as
+    the built-in generator uses)."""
     command = [
         str(BINARY),
         "profile",
@@ -77,7 +79,7 @@ def profile_command(
         "--url",
         base_url,
         "--endpoint-type",
-        "completions",
+        endpoint_type,
         "--concurrency",
         str(level.concurrency),
         "--request-count",
