@@ -38,7 +38,7 @@ lint: setup
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: setup models
-	@$(PY) -m bench.run $(if $(QUICK),--quick,)
+	@$(PY) -m bench.run $(if $(QUICK),--quick,) $(if $(TOOL),--tool $(TOOL),)
 
 .PHONY: soak
 soak: setup models

@@ -187,18 +187,20 @@ class Window:
     records: list[RequestRecord]
     duration: float
     cpu_s: dict[str, float] = field(default_factory=dict)
+    tool_summary: dict[str, Any] | None = None  # an external load generator's own headline numbers (AIPerf)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "records": [[r.start, r.end, r.chunk_times, r.output_tokens, r.error] for r in self.records],
             "duration": self.duration,
             "cpu_s": self.cpu_s,
+            "tool_summary": self.tool_summary,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Window:
         records = [RequestRecord(*fields) for fields in data["records"]]
-        return cls(records, data["duration"], data["cpu_s"])
+        return cls(records, data["duration"], data["cpu_s"], data.get("tool_summary"))
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -233,4 +235,6 @@ def summarize_windows(windows: list[Window], level: Level, output_len: int) -> d
         result["cpu_cores_busy"] = round(sum(s for role, s in cpu.items() if role != OTHERS) / duration, 2)
         result["other_cores_busy"] = round(cpu.get(OTHERS, 0.0) / duration, 2)
     result["rounds_output_tokens_per_s"] = [window.output_tokens_per_s for window in windows]
+    if any(window.tool_summary for window in windows):
+        result["rounds_tool_summary"] = [window.tool_summary for window in windows]
     return result

@@ -10,7 +10,9 @@ drift hits all systems alike; `--schedule sequential` starts, measures and stops
 3. ours         our frontend /v1/completions -> Triton gRPC -> model.py -> AsyncLLM (launcher.stack.Stack)
 4. triton_grpc  the same running Triton, gRPC streaming straight to vllm_model (no frontend)
 
-Systems 2 and 3 are driven by the same HTTP load generator (bench/clients.py). Prints a table and writes JSON.
+Systems 2 and 3 are driven by the same HTTP load generator (bench/clients.py). With `--tool aiperf` (or `both`)
+they are also driven by NVIDIA's AIPerf, unchanged, as users run it (bench/aiperf.py): `vllm_serve_aiperf` and
+`ours_aiperf`, in the same interleaved schedule. Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import aiperf
 from bench.clients import HttpCompletions, TritonGrpc
 from bench.cpu import CpuProbe, machine_busy_seconds
 from bench.load import Level, Window, Workload, run_window, summarize_windows
 from bench.systems import REPO, OurStack, RawEngine, VllmServe, colocate_engine_core, get_json
 
-SYSTEMS = ("raw_engine", "raw_engine_colocated", "vllm_serve", "vllm_serve_colocated", "ours", "triton_grpc")
+BUILTIN_SYSTEMS = ("raw_engine", "raw_engine_colocated", "vllm_serve", "vllm_serve_colocated", "ours", "triton_grpc")
+AIPERF_SYSTEMS = ("vllm_serve_aiperf", "ours_aiperf")  # the same two servers, load from AIPerf
+SYSTEMS = BUILTIN_SYSTEMS + AIPERF_SYSTEMS
+TOOL_SYSTEMS = {"builtin": BUILTIN_SYSTEMS, "aiperf": AIPERF_SYSTEMS, "both": SYSTEMS}
 LABELS = {
     "raw_engine": "raw engine (AsyncLLM)",
     "raw_engine_colocated": "raw engine (core placed)",
@@ -43,6 +49,8 @@ LABELS = {
     "vllm_serve_colocated": "vllm serve (core placed)",
     "ours": "ours: frontend (HTTP)",
     "triton_grpc": "ours: Triton gRPC direct",
+    "vllm_serve_aiperf": "vllm serve (AIPerf)",
+    "ours_aiperf": "ours: frontend (AIPerf)",
 }
 # tests/conftest.py ENGINE_ARGS without the LoRA ones: the engine every integration test runs.
 BASE_ENGINE_ARGS: dict[str, Any] = {
@@ -72,7 +80,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-len", type=int, default=64, help="generated tokens per request (default 64)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up requests per system (default 4; quick 3)")
     parser.add_argument("--seed", type=int, default=0, help="prompt seed (default 0)")
-    parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"subset of {','.join(SYSTEMS)}")
+    parser.add_argument(
+        "--tool",
+        choices=tuple(TOOL_SYSTEMS),
+        default="builtin",
+        help="load generator: builtin (default; bench/clients.py), aiperf (NVIDIA AIPerf against vllm serve and ours; "
+        "installs .venv-aiperf on first use) or both",
+    )
+    parser.add_argument("--systems", default=None, help=f"subset of {','.join(SYSTEMS)} (default: the tool's)")
     parser.add_argument(
         "--no-nonstream", action="store_true", help="skip the non-streaming run at the top level (for the 5%% check)"
     )
@@ -100,7 +115,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--request-timeout", type=float, default=120, help="seconds for one request")
     args = parser.parse_args(argv)
     args.levels = [int(x) for x in (args.levels or ("1,8" if args.quick else "1,8,32")).split(",") if x.strip()]
-    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    chosen = args.systems.split(",") if args.systems else TOOL_SYSTEMS[args.tool]
+    args.systems = [s.strip() for s in chosen if s.strip()]
     unknown = set(args.systems) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
@@ -241,9 +257,9 @@ def meminfo_gib(key: str) -> float | None:
 BLOCKS = (
     ("raw_engine",),
     ("raw_engine_colocated",),
-    ("vllm_serve",),
+    ("vllm_serve", "vllm_serve_aiperf"),
     ("vllm_serve_colocated",),
-    ("ours", "triton_grpc"),
+    ("ours", "triton_grpc", "ours_aiperf"),
 )
 MIN_FREE_GIB = 3.0  # a system (engine, KV cache, processes) takes ~2.4 GiB with the tiny model and 1 GiB of KV cache
 
@@ -316,7 +332,9 @@ def stop_block(block: Block) -> None:
     log(f"{LABELS[block.names[0]]}: stopped in {stop_s} s")
 
 
-async def open_targets(block: Block, workload: Workload, top: int, stack: contextlib.AsyncExitStack) -> list[Target]:
+async def open_targets(
+    block: Block, workload: Workload, top: int, stack: contextlib.AsyncExitStack, tokenizer: str, work: Path
+) -> list[Target]:
     """The block's systems as targets; their clients live in `stack` (closed when the measuring ends)."""
     server = block.server
     if isinstance(server, RawEngine):
@@ -328,12 +346,15 @@ async def open_targets(block: Block, workload: Workload, top: int, stack: contex
         return [Target(block.names[0], run_raw, block.info)]
     if isinstance(server, VllmServe):
         probe = CpuProbe({"api server (python)": server.pgid}, self_label=LOADGEN_LABEL)
-        urls = {block.names[0]: server.base_url}
+        urls = {name: server.base_url for name in block.names}
     else:
         probe = CpuProbe(server.pgids(), self_label=LOADGEN_LABEL)
-        urls = {"ours": server.base_url, "triton_grpc": server.grpc_url}
+        urls = {"ours": server.base_url, "triton_grpc": server.grpc_url, "ours_aiperf": server.base_url}
     targets = []
     for name in block.names:
+        if name in AIPERF_SYSTEMS:
+            targets.append(await aiperf_target(name, urls[name], workload, block.info, tokenizer, work))
+            continue
         if name == "triton_grpc":
             client: Any = TritonGrpc(urls[name], workload.output_len)
             info = dict(block.info)
@@ -350,7 +371,33 @@ async def open_targets(block: Block, workload: Workload, top: int, stack: contex
     return targets
 
 
-async def measure_blocks(blocks: list[Block], args: argparse.Namespace, workload: Workload) -> dict[str, Any]:
+async def aiperf_target(
+    name: str, url: str, workload: Workload, info: dict[str, Any], tokenizer: str, work: Path
+) -> Target:
+    """A system driven by the `aiperf` CLI (one process per window; no CPU accounting: AIPerf's own start-up
+    would be counted)."""
+    await asyncio.to_thread(aiperf.ensure_installed)
+    model = get_json(f"{url}/v1/models")["data"][0]["id"]
+    client = aiperf.AiperfCompletions(
+        url,
+        model,
+        tokenizer,
+        workload.input_len,
+        workload.output_len,
+        work / name,
+        workload.request_timeout_s,
+        workload.seed,
+    )
+
+    async def run(level: Level, prompts: list[list[int]]) -> Window:
+        return await client.window(level, len(prompts), workload.level_timeout_s + 120)
+
+    return Target(name, run, {**info, "served_model": model, "load_generator": f"aiperf {aiperf.AIPERF_VERSION}"})
+
+
+async def measure_blocks(
+    blocks: list[Block], args: argparse.Namespace, workload: Workload, tokenizer: str, work: Path
+) -> dict[str, Any]:
     """Warm every system up, then per level run `rounds` windows on each, alternating forward and reverse order,
     so that every system sees the machine's drift alike; returns the results per system."""
     top = max(args.levels)
@@ -359,7 +406,8 @@ async def measure_blocks(blocks: list[Block], args: argparse.Namespace, workload
         targets: list[Target] = []
         for block in blocks:
             if block.error is None:
-                targets += [t for t in await open_targets(block, workload, top, clients) if t.name in args.systems]
+                opened = await open_targets(block, workload, top, clients, tokenizer, work)
+                targets += [t for t in opened if t.name in args.systems]
         warm_level = Level("warmup", max(1, min(4, workload.warmup)), workload.warmup)
         alive: list[Target] = []
         for target in targets:
@@ -450,7 +498,7 @@ def run_all(args: argparse.Namespace, model: str, engine_args, workload: Workloa
             for names in group:
                 blocks.append(start_block(names, args, model, engine_args, workload, work))
             busy.append(wait_for_quiet(args.wait_quiet))
-            results.update(asyncio.run(measure_blocks(blocks, args, workload)))
+            results.update(asyncio.run(measure_blocks(blocks, args, workload, model, work)))
         finally:
             for block in reversed(blocks):
                 stop_block(block)
@@ -594,6 +642,7 @@ def render(report: dict[str, Any]) -> str:
                 f"  {LABELS[system]:<26} {entry['level']:<6} {entry['stream_tok_s']:>7.0f} / "
                 f"{entry['nonstream_tok_s']:>7.0f} = x{entry['ratio']:.3f}"
             )
+    lines += render_tool_summaries(systems)
     lines.append("")
     lines.append("Where the CPU went at the top streaming level (cores busy per process role):")
     for name in SYSTEMS:
@@ -605,6 +654,31 @@ def render(report: dict[str, Any]) -> str:
             )
             lines.append(f"  {LABELS[name]:<26} {parts}")
     return "\n".join(lines)
+
+
+def render_tool_summaries(systems: dict[str, Any]) -> list[str]:
+    """AIPerf's own headline numbers per window, beside the table computed from its records (a cross-check)."""
+    lines = []
+    for name in AIPERF_SYSTEMS:
+        for level in level_map(systems.get(name)).values():
+            rounds = [r for r in level.get("rounds_tool_summary") or [] if r]
+            if not rounds:
+                continue
+            if not lines:
+                lines += [
+                    "",
+                    "AIPerf's own summary per window (profile_export_aiperf.json): output tok/s, TTFT p50 ms, "
+                    "ITL p50 ms (AIPerf's ITL is per token: the table's TPOT):",
+                ]
+
+            def col(key: str, digits: int, rounds: list[dict[str, Any]] = rounds) -> str:
+                return "/".join(fmt(r.get(key), digits) for r in rounds)
+
+            lines.append(
+                f"  {LABELS[name]:<26} {level['name']:<14} tok/s {col('output_token_throughput_avg', 0)}   "
+                f"TTFT {col('time_to_first_token_p50', 1)}   ITL {col('inter_token_latency_p50', 2)}"
+            )
+    return lines
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -648,6 +722,10 @@ def main(argv: list[str] | None = None) -> int:
             "prompts": "seeded random token ids (no special tokens), distinct per level: no prefix-cache hits",
             "http_client": "httpx, POST /v1/completions, stream=true, stream_options.include_usage (bench/clients.py)",
             "grpc_client": "grpc.aio ModelStreamInfer, one stream per request, frontend.triton.build_request",
+            "tool": args.tool,
+            "aiperf": f"aiperf {aiperf.AIPERF_VERSION} (.venv-aiperf): profile --endpoint-type completions "
+            "--streaming --isl/--osl (stddev 0) --extra-inputs ignore_eos:true,temperature:0 "
+            "--use-server-token-count, seeded synthetic prompts per window (bench/aiperf.py)",
             "order": [s for s in SYSTEMS if s in args.systems],
             "logs": str(work),
         },
@@ -660,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             "vllm_serve / raw_engine": compare(results, "vllm_serve", "raw_engine"),
             "triton_grpc / raw_engine": compare(results, "triton_grpc", "raw_engine"),
             "ours / triton_grpc": compare(results, "ours", "triton_grpc"),
+            "ours / vllm_serve (AIPerf)": compare(results, "ours_aiperf", "vllm_serve_aiperf"),
         },
         "stream_vs_nonstream": stream_vs_nonstream(results),
     }
