@@ -159,14 +159,29 @@ def build(out: Path, seed: int = 0) -> None:
         cfg["torch_dtype"] = "float32"
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         portable_tokenizer_config(stage / "tokenizer_config.json", CHATML_TEMPLATE)
-        out.mkdir(parents=True, exist_ok=True)
-        # Weights last: a half-copied directory never looks built.
-        names = sorted(p.name for p in stage.iterdir())
-        names.sort(key=lambda n: n in REQUIRED_FILES)
-        mode = 0o666 & ~umask()
-        for name in names:
-            (stage / name).chmod(mode)
-            os.replace(stage / name, out / name)
+        publish(stage, out, REQUIRED_FILES)
+
+
+def publish(stage: Path, out: Path, required: tuple[str, ...]) -> None:
+    """Move a staged model's files (and sub-directories) into ``out``, the ``required`` ones last, so a
+    half-copied directory never looks built."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in stage.iterdir())
+    names.sort(key=lambda n: n in required)
+    mode = 0o666 & ~umask()
+    for name in names:
+        path = stage / name
+        if path.is_dir():
+            path.chmod(0o777 & ~umask())
+            for child in path.iterdir():
+                child.chmod(mode)
+            if (out / name).is_dir():
+                for child in path.iterdir():
+                    os.replace(child, out / name / child.name)
+                continue
+        else:
+            path.chmod(mode)
+        os.replace(path, out / name)
 
 
 def umask() -> int:
