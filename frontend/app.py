@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from frontend.embeddings import EmbeddingModel
 from frontend.engine_metrics import EngineMetricsProxy
 from frontend.errors import install_error_handlers
 from frontend.generation import ServedModels
@@ -28,7 +27,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.models = ServedModels(app.state.triton, settings.served_model_name)
         app.state.embedding = None
         if settings.triton_embedding_model:
-            app.state.embedding = EmbeddingModel(TritonClient(settings.triton_url, settings.triton_embedding_model))
+            embedding_client = TritonClient(settings.triton_url, settings.triton_embedding_model)
+            app.state.embedding = ServedModels(embedding_client)
         logger.info(
             "frontend on %s:%s -> Triton %s model '%s' (auth %s)",
             settings.host,

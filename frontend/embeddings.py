@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from frontend.errors import APIError, bad_request, model_not_found
-from frontend.generation import api_error_from
-from frontend.protocol import Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage, ModelCard
-from frontend.triton import TritonClient, TritonError
+from frontend.errors import APIError, bad_request
+from frontend.generation import ServedModels, api_error_from
+from frontend.protocol import Embedding, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
+from frontend.triton import TritonError
 
 
 def encode_base64(vector: list[float]) -> str:
@@ -57,44 +57,14 @@ def shape_response(
     return EmbeddingResponse(data=data, model=model, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens))
 
 
-class EmbeddingModel:
-    """The embedding model as clients name it, and its facts (cached after the first ask)."""
-
-    def __init__(self, client: TritonClient, name_override: str | None = None) -> None:
-        self.client = client
-        self.name_override = name_override
-
-    async def info(self, refresh: bool = False) -> dict[str, Any]:
-        try:
-            return await self.client.info(refresh=refresh)
-        except TritonError as exc:
-            raise api_error_from(exc) from None
-
-    def name(self, info: dict[str, Any]) -> str:
-        return self.name_override or info["served_model_name"]
-
-    async def card(self) -> ModelCard:
-        info = await self.info(refresh=True)
-        return ModelCard(
-            id=self.name(info),
-            created=int(info.get("created", 0)),
-            root=info.get("model"),
-            max_model_len=info.get("max_model_len"),
-        )
-
-    async def resolve(self, name: str) -> tuple[str, dict[str, Any]]:
-        for refresh in (False, True):
-            info = await self.info(refresh)
-            if name in (self.name(info), info.get("model")):
-                return self.name(info), info
-        raise model_not_found(name)
-
-    async def create(self, body: EmbeddingRequest) -> EmbeddingResponse:
-        name, info = await self.resolve(body.model)
-        inputs = body.inputs()
-        check_dimensions(body.dimensions, info, name)
-        try:
-            vectors = await asyncio.gather(*(self.client.embed(item, body.dimensions) for item in inputs))
-        except TritonError as exc:
-            raise embedding_error(exc) from None
-        return shape_response(list(vectors), name, body.encoding_format)
+async def create_embeddings(body: EmbeddingRequest, models: ServedModels) -> EmbeddingResponse:
+    """Validate, embed every input (concurrently), shape the response."""
+    name, _ = await models.resolve(body.model)
+    _, facts = await models.resolve_base()
+    inputs = body.inputs()
+    check_dimensions(body.dimensions, facts, name)
+    try:
+        vectors = await asyncio.gather(*(models.client.embed(item, body.dimensions) for item in inputs))
+    except TritonError as exc:
+        raise embedding_error(exc) from None
+    return shape_response(list(vectors), name, body.encoding_format)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from frontend.auth import require_api_key
+from frontend.embeddings import create_embeddings
 from frontend.errors import APIError
 from frontend.generation import cancel_on_disconnect
 from frontend.protocol import EmbeddingRequest, EmbeddingResponse
@@ -20,4 +21,4 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> EmbeddingRespo
             param="model",
             code="model_not_found",
         )
-    return await cancel_on_disconnect(request, model.create(body))
+    return await cancel_on_disconnect(request, create_embeddings(body, model))

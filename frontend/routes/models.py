@@ -13,7 +13,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 async def list_models(request: Request) -> ModelList:
     cards = await request.app.state.models.cards()
     if request.app.state.embedding is not None:
-        cards.data.append(await request.app.state.embedding.card())
+        cards.data += (await request.app.state.embedding.cards()).data
     return cards
 
 

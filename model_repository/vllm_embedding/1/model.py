@@ -17,7 +17,6 @@ locale.setlocale(locale.LC_CTYPE, "")
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 
@@ -29,6 +28,7 @@ from embedding_request import (  # noqa: E402
     embedding_facts,
     parse_embedding_request,
 )
+from engine_loop import EngineLoop  # noqa: E402
 from engine_settings import cpu_safe_dtype, load_engine_settings  # noqa: E402
 from responder import Responder  # noqa: E402
 
@@ -66,30 +66,13 @@ class TritonPythonModel:
         self.responder = Responder(self.logger, pace=False)
         self._engine = None
         self._active: dict[str, asyncio.Task] = {}
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run_loop, name="vllm-embedding-loop", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._start_error is not None:
-            self._thread.join(timeout=30)
-            raise self._start_error
+        self._engine_loop = EngineLoop("vllm-embedding-loop")
+        self._loop = self._engine_loop.loop
+        self._engine_loop.start(self._start_engine)
         self.logger.log_info(
             f"[vllm_embedding] engine ready: model={self.settings.engine_args.get('model')} "
             f"served as '{self.settings.served_model_name}', {self.facts}"
         )
-
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._start_engine())
-        except BaseException as exc:  # noqa: BLE001 - handed back to initialize()
-            self._start_error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
 
     async def _start_engine(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -112,14 +95,7 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.logger.log_info("[vllm_embedding] shutting down the engine")
-        if self._engine is not None:
-            future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
-            try:
-                future.result(timeout=25)
-            except Exception as exc:  # noqa: BLE001 - best effort at exit
-                self.logger.log_warn(f"[vllm_embedding] engine shutdown: {exc!r}")
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        self._engine_loop.stop(self._shutdown if self._engine is not None else None, self.logger, "vllm_embedding")
         self.responder.stop()
 
     async def _shutdown(self) -> None:
