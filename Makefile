@@ -13,6 +13,7 @@ serve: setup
 models: setup
 	@$(PY) -m tools.build_tiny_model --out .models/tiny
 	@$(PY) -m tools.build_lora_adapters --base .models/tiny --out .models/tiny-lora
+	@$(PY) -m tools.build_tiny_embedding_model --out .models/tiny-embed
 
 test: setup models
 	@mkdir -p .run && $(PY) -m pytest -ra --basetemp=.run/pytest --ignore=tests/integration/cluster $(PYTEST_ARGS)

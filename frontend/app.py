@@ -13,7 +13,7 @@ from frontend.errors import install_error_handlers
 from frontend.generation import ServedModels
 from frontend.limits import BodySizeLimit
 from frontend.observability import Drain, FrontendMetrics, Observed
-from frontend.routes import chat, completions, health, lora, metrics, models, tokenize
+from frontend.routes import chat, completions, embeddings, health, lora, metrics, models, tokenize
 from frontend.settings import Settings
 from frontend.triton import TritonClient
 
@@ -25,6 +25,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.triton = TritonClient(settings.triton_url, settings.triton_model)
         app.state.models = ServedModels(app.state.triton, settings.served_model_name)
+        app.state.embedding = None
+        if settings.triton_embedding_model:
+            embedding_client = TritonClient(settings.triton_url, settings.triton_embedding_model)
+            app.state.embedding = ServedModels(embedding_client)
         logger.info(
             "frontend on %s:%s -> Triton %s model '%s' (auth %s)",
             settings.host,
@@ -35,9 +39,12 @@ def create_app(settings: Settings) -> FastAPI:
         )
         yield
         await app.state.triton.close()
+        if app.state.embedding is not None:
+            await app.state.embedding.client.close()
 
     app = FastAPI(title="Triton vLLM OpenAI frontend", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.embedding = None  # set at startup when an embedding model is configured
     app.state.chat_template = _read_template(settings.chat_template)
     install_error_handlers(app)
     app.include_router(health.router)
@@ -47,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(lora.router)
     app.include_router(metrics.router)
     app.include_router(tokenize.router)
+    app.include_router(embeddings.router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -176,6 +176,21 @@ class SamplingRequest(BaseModel):
 TokenIds = list[Annotated[int, Field(ge=0, le=INT64_MAX)]]
 
 
+def prompt_list(value: str | list[str] | list[int] | list[list[int]], param: str) -> list[str | list[int]]:
+    """OpenAI's prompt/input union as a list of prompts, each a string or a list of token ids."""
+    if isinstance(value, str):
+        return [value]
+    if not value:
+        raise bad_request(f"{param} must not be empty", param=param)
+    if all(isinstance(p, int) for p in value):
+        return [list(value)]
+    if all(isinstance(p, str) for p in value):
+        return list(value)
+    if any(isinstance(p, list) and not p for p in value):
+        raise bad_request(f"token-id {param}s must not be empty", param=param)
+    return [list(p) for p in value]
+
+
 class CompletionRequest(SamplingRequest):
     prompt: str | list[str] | TokenIds | list[TokenIds]
     echo: bool = False
@@ -195,18 +210,7 @@ class CompletionRequest(SamplingRequest):
 
     def prompts(self) -> list[str | list[int]]:
         """The prompt field as a list of prompts: each a string or a list of token ids."""
-        prompt = self.prompt
-        if isinstance(prompt, str):
-            return [prompt]
-        if not prompt:
-            raise bad_request("prompt must not be empty", param="prompt")
-        if all(isinstance(p, int) for p in prompt):
-            return [list(prompt)]
-        if all(isinstance(p, str) for p in prompt):
-            return list(prompt)
-        if any(isinstance(p, list) and not p for p in prompt):
-            raise bad_request("token-id prompts must not be empty", param="prompt")
-        return [list(p) for p in prompt]
+        return prompt_list(self.prompt, "prompt")
 
     def _logprobs_count(self) -> int | None:
         return self.logprobs
@@ -541,3 +545,43 @@ class DetokenizeResponse(BaseModel):
 
 
 # ---- end of the utility-routes block ----
+
+
+# ---- embeddings: /v1/embeddings in OpenAI's shapes ----
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: str | list[str] | TokenIds | list[TokenIds]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+    user: str | None = None
+
+    def inputs(self) -> list[str | list[int]]:
+        """Each input as a string or a list of token ids; empty strings are refused (OpenAI does too)."""
+        inputs = prompt_list(self.input, "input")
+        if any(item == "" for item in inputs):
+            raise bad_request("input must not contain empty strings", param="input")
+        return inputs
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int = 0
+    total_tokens: int = 0
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
+# ---- end of the embeddings block ----

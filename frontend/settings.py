@@ -17,6 +17,8 @@ class Settings:
     # Triton's gRPC endpoint and the model that wraps vLLM there.
     triton_url: str = "localhost:8001"
     triton_model: str = "vllm_model"
+    # The Triton model that serves /v1/embeddings (model_repository/vllm_embedding); None: the route answers 404.
+    triton_embedding_model: str | None = None
     # Overrides the name the model reports (its served_model_name).
     served_model_name: str | None = None
     # None: no authentication. Never logged.
@@ -73,6 +75,11 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         help="Triton gRPC address host:port (TRITON_URL, or localhost:TRITON_GRPC_PORT)",
     )
     parser.add_argument("--triton-model", default=env.get("TRITON_MODEL", Settings.triton_model), help="(TRITON_MODEL)")
+    parser.add_argument(
+        "--triton-embedding-model",
+        default=env.get("TRITON_EMBEDDING_MODEL") or None,
+        help="Triton model serving /v1/embeddings, e.g. vllm_embedding (TRITON_EMBEDDING_MODEL); unset: not served",
+    )
     parser.add_argument(
         "--served-model-name",
         default=env.get("SERVED_MODEL_NAME") or None,
@@ -144,6 +151,7 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         port=args.port,
         triton_url=args.triton_url,
         triton_model=args.triton_model,
+        triton_embedding_model=args.triton_embedding_model,
         served_model_name=args.served_model_name,
         api_key=api_key,
         open_health=not args.closed_health,

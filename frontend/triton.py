@@ -121,6 +121,17 @@ def build_request(model: str, request: GenerateRequest, request_id: str = "") ->
     return message
 
 
+def build_embedding_request(
+    model: str, prompt: str | list[int], dimensions: int | None, request_id: str = ""
+) -> service_pb2.ModelInferRequest:
+    """vllm_backend's embedding request: one `embedding_request` JSON string (as Triton's OpenAI frontend sends)."""
+    message = _new_request(model, request_id)
+    pooling = {} if dimensions is None else {"dimensions": [dimensions]}
+    _add_bytes(message, "embedding_request", json.dumps({"input": prompt, "pooling_params": pooling}))
+    _add_bool(message, "return_num_input_tokens", True)
+    return message
+
+
 def _decode_bytes(raw: bytes) -> list[str]:
     values, offset = [], 0
     while offset < len(raw):
@@ -230,6 +241,15 @@ class TritonClient:
                 chunk = parse_chunk(response, request.logprobs)
                 chunk.final = _is_final(response)
                 yield chunk
+
+    async def embed(self, prompt: str | list[int], dimensions: int | None = None) -> tuple[list[float], int]:
+        """One input's vector and its prompt token count, from an embedding model (vllm_backend's interface)."""
+        message = build_embedding_request(self.model, prompt, dimensions, uuid.uuid4().hex)
+        async for response in self._stream(message):
+            if response.outputs:
+                outputs = response_outputs(response)
+                return json.loads(outputs["text_output"][0]), int((outputs.get("num_input_tokens") or [0])[0])
+        raise TritonError("the model gave no embedding", "internal")
 
     async def control(self, op: str, **fields: Any) -> dict[str, Any]:
         """Call the model's control channel (info, health, load_lora, unload_lora)."""

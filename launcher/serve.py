@@ -3,7 +3,8 @@
 Environment knobs: MODEL (local path or hub id; default: SmolLM2-135M-Instruct prepared offline), PORT (9000),
 API_KEY (unset: no auth), TRITON_HTTP_PORT / TRITON_GRPC_PORT / TRITON_METRICS_PORT (8000/8001/8002),
 ENGINE_ARGS (JSON merged over model_repository/vllm_model/1/model.json), SHUTDOWN_TIMEOUT (30; or
---shutdown-timeout).
+--shutdown-timeout), EMBEDDING_MODEL (or --embedding-model: a local path or hub id; serves /v1/embeddings from
+model_repository/vllm_embedding; unset: no embeddings), EMBEDDING_ENGINE_ARGS (JSON merged over its model.json).
 
 SIGTERM or Ctrl-C drains: the frontend answers 503 to probes and new requests at once, lets requests in flight
 finish for up to the shutdown timeout, and exits; then Triton and the engine stop. A second signal does not wait.
@@ -49,11 +50,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds requests in flight may take to finish after SIGTERM (SHUTDOWN_TIMEOUT; default 30 fits a 60 s "
         "grace period with a 15 s preStop)",
     )
+    parser.add_argument(
+        "--embedding-model",
+        default=os.environ.get("EMBEDDING_MODEL") or None,
+        help="embedding model (local path or hub id) served on /v1/embeddings (EMBEDDING_MODEL); unset: off",
+    )
     return parser.parse_args(argv)
 
 
-def config_from_env(shutdown_timeout: float = 30.0) -> StackConfig:
+def config_from_env(shutdown_timeout: float = 30.0, embedding_model: str | None = None) -> StackConfig:
     engine_args = json.loads(os.environ["ENGINE_ARGS"]) if os.environ.get("ENGINE_ARGS") else None
+    embedding_args = os.environ.get("EMBEDDING_ENGINE_ARGS")
+    if embedding_model and os.path.exists(embedding_model):
+        embedding_model = os.path.abspath(embedding_model)
     return StackConfig(
         model=resolve_model(),
         port=int(os.environ.get("PORT", "9000")),
@@ -64,12 +73,15 @@ def config_from_env(shutdown_timeout: float = 30.0) -> StackConfig:
         ),
         api_key=os.environ.get("API_KEY") or None,
         engine_args=engine_args,
+        embedding_model=embedding_model,
+        embedding_engine_args=json.loads(embedding_args) if embedding_args else None,
         shutdown_timeout=shutdown_timeout,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = config_from_env(parse_args(argv).shutdown_timeout)
+    args = parse_args(argv)
+    config = config_from_env(args.shutdown_timeout, args.embedding_model)
     stack = Stack(config)
     stopping = False
 
@@ -91,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"Triton gRPC   127.0.0.1:{ports.grpc}")
     log(f"Triton metrics http://127.0.0.1:{ports.metrics}/metrics")
     log(f"OpenAI API    http://127.0.0.1:{config.port}/v1  (auth {'on' if config.api_key else 'off'})")
+    if config.embedding_model:
+        log(f"Embeddings    http://127.0.0.1:{config.port}/v1/embeddings  (model {config.embedding_model})")
     log("Ctrl-C stops both")
     code = 0
     while not stopping:

@@ -16,6 +16,8 @@ from pathlib import Path
 from launcher.triton import TritonPorts, TritonProcess, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
+GENERATION_MODEL = "vllm_model"
+EMBEDDING_MODEL = "vllm_embedding"
 
 
 def log(message: str) -> None:
@@ -43,6 +45,9 @@ class StackConfig:
     api_key: str | None = None
     engine_args: dict | None = None  # merged over model.json (TRITON_VLLM_ENGINE_ARGS)
     loras: dict[str, str] | None = None  # name -> path (TRITON_VLLM_LORAS)
+    # An embedding model (local path or hub id) for /v1/embeddings: loads model_repository/vllm_embedding too.
+    embedding_model: str | None = None
+    embedding_engine_args: dict | None = None  # merged over vllm_embedding/1/model.json
     model_repository: Path = REPO / "model_repository"
     run_dir: Path = REPO / ".run"
     log_dir: Path | None = None  # None: both servers log to this terminal
@@ -64,12 +69,20 @@ class Stack:
             triton_env["TRITON_VLLM_ENGINE_ARGS"] = json.dumps(config.engine_args)
         if config.loras:
             triton_env["TRITON_VLLM_LORAS"] = json.dumps(config.loras)
+        # Only the models asked for are loaded (the embedding model is off unless configured).
+        self.models = [GENERATION_MODEL]
+        if config.embedding_model:
+            self.models.append(EMBEDDING_MODEL)
+            triton_env["TRITON_VLLM_EMBEDDING_MODEL"] = config.embedding_model
+            if config.embedding_engine_args:
+                triton_env["TRITON_VLLM_EMBEDDING_ENGINE_ARGS"] = json.dumps(config.embedding_engine_args)
         self.triton = TritonProcess(
             str(config.model_repository),
             config.triton_ports,
             config.run_dir,
             env=triton_env,
             log_path=str(config.log_dir / "triton.log") if config.log_dir else None,
+            extra_args=["--model-control-mode=explicit", *(f"--load-model={name}" for name in self.models)],
         )
         self.frontend: FrontendProcess | None = None
 
@@ -81,7 +94,8 @@ class Stack:
         started = time.monotonic()
         log(f"starting tritonserver (model {self.config.model}); the engine start takes a while on CPU")
         self.triton.start()
-        self.triton.wait_ready(self.config.ready_timeout, progress=log)
+        for model in self.models:
+            self.triton.wait_ready(self.config.ready_timeout, model=model, progress=log)
         log(f"Triton ready in {time.monotonic() - started:.0f} s")
 
     def start_frontend(self) -> None:
@@ -93,6 +107,7 @@ class Stack:
             env={
                 "TRITON_METRICS_URL": f"http://127.0.0.1:{self.config.triton_ports.metrics}/metrics",
                 "SHUTDOWN_TIMEOUT": str(self.config.shutdown_timeout),
+                **({"TRITON_EMBEDDING_MODEL": EMBEDDING_MODEL} if self.config.embedding_model else {}),
                 **self.config.frontend_env,
             },
             log_path=self.config.log_dir / "frontend.log" if self.config.log_dir else None,

@@ -66,7 +66,14 @@ def ensure_default_model() -> Path:
 
 
 @contextlib.contextmanager
-def running_stack(tmp_path_factory, model: str, engine_args: dict | None, loras: dict[str, str] | None = None):
+def running_stack(
+    tmp_path_factory,
+    model: str,
+    engine_args: dict | None,
+    loras: dict[str, str] | None = None,
+    embedding_model: str | None = None,
+    embedding_engine_args: dict | None = None,
+):
     """A real stack, started as `make serve` starts it (the launcher's Stack), stopped on exit."""
     from launcher.stack import Stack, StackConfig
     from launcher.triton import TritonPorts
@@ -78,6 +85,8 @@ def running_stack(tmp_path_factory, model: str, engine_args: dict | None, loras:
         triton_ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
         engine_args=engine_args,
         loras=loras,
+        embedding_model=embedding_model,
+        embedding_engine_args=embedding_engine_args,
         run_dir=tmp_path_factory.mktemp("stack-run"),
         log_dir=log_dir,
         ready_timeout=600,

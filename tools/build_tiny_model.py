@@ -151,22 +151,42 @@ def build(out: Path, seed: int = 0) -> None:
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         stage = Path(tmp)
         log(f"saving {n_params / 1e6:.2f}M parameters (float32 safetensors) and tokenizer")
-        model.save_pretrained(stage, safe_serialization=True)
-        tokenizer.save_pretrained(stage)
-        # transformers 5 writes "dtype"; older readers (and people) look for "torch_dtype" too.
-        cfg_path = stage / "config.json"
-        cfg = json.loads(cfg_path.read_text())
-        cfg["torch_dtype"] = "float32"
-        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        portable_tokenizer_config(stage / "tokenizer_config.json", CHATML_TEMPLATE)
-        out.mkdir(parents=True, exist_ok=True)
-        # Weights last: a half-copied directory never looks built.
-        names = sorted(p.name for p in stage.iterdir())
-        names.sort(key=lambda n: n in REQUIRED_FILES)
-        mode = 0o666 & ~umask()
-        for name in names:
-            (stage / name).chmod(mode)
-            os.replace(stage / name, out / name)
+        save_float32(model, tokenizer, stage, CHATML_TEMPLATE)
+        publish(stage, out, REQUIRED_FILES)
+
+
+def save_float32(model, tokenizer, stage: Path, chat_template: str | None) -> None:
+    """Save weights (float32 safetensors) and a tokenizer that transformers 4.x and 5.x both read."""
+    model.save_pretrained(stage, safe_serialization=True)
+    tokenizer.save_pretrained(stage)
+    # transformers 5 writes "dtype"; older readers (and people) look for "torch_dtype" too.
+    cfg_path = stage / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["torch_dtype"] = "float32"
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    portable_tokenizer_config(stage / "tokenizer_config.json", chat_template)
+
+
+def publish(stage: Path, out: Path, required: tuple[str, ...]) -> None:
+    """Move a staged model's files (and sub-directories) into ``out``, the ``required`` ones last, so a
+    half-copied directory never looks built."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in stage.iterdir())
+    names.sort(key=lambda n: n in required)
+    mode = 0o666 & ~umask()
+    for name in names:
+        path = stage / name
+        if path.is_dir():
+            path.chmod(0o777 & ~umask())
+            for child in path.iterdir():
+                child.chmod(mode)
+            if (out / name).is_dir():
+                for child in path.iterdir():
+                    os.replace(child, out / name / child.name)
+                continue
+        else:
+            path.chmod(mode)
+        os.replace(path, out / name)
 
 
 def umask() -> int:
@@ -193,23 +213,29 @@ def portable_tokenizer_config(path: Path, chat_template: str | None) -> None:
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def builder_main(argv, doc: str, build_fn, is_built_fn, stale: tuple[str, ...], log_fn) -> int:
+    """The command line every model builder here shares: --out, --seed, --force (``stale`` files removed first)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="torch seed for the random weights")
     parser.add_argument("--force", action="store_true", help="rebuild even if the directory is complete")
     args = parser.parse_args(argv)
     out: Path = args.out
-    if is_built(out) and not args.force:
-        log(f"{out} already built (use --force to rebuild)")
+    if is_built_fn(out) and not args.force:
+        log_fn(f"{out} already built (use --force to rebuild)")
         return 0
     if args.force and out.is_dir():
-        for name in (*REQUIRED_FILES, "generation_config.json", "tokenizer_config.json"):
+        for name in stale:
             (out / name).unlink(missing_ok=True)
-    build(out, seed=args.seed)
-    log(f"done: {out}")
+    build_fn(out, seed=args.seed)
+    log_fn(f"done: {out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    stale = (*REQUIRED_FILES, "generation_config.json", "tokenizer_config.json")
+    return builder_main(argv, __doc__, build, is_built, stale, log)
 
 
 if __name__ == "__main__":

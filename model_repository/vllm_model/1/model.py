@@ -15,7 +15,6 @@ locale.setlocale(locale.LC_CTYPE, "")
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -23,6 +22,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
+from engine_loop import EngineLoop  # noqa: E402
 from engine_settings import cpu_safe_dtype, load_engine_settings  # noqa: E402
 from lora_registry import LoraError, LoraRegistry, UnknownLora  # noqa: E402
 from placement import EnginePlacement  # noqa: E402
@@ -166,15 +166,9 @@ class TritonPythonModel:
         self._active: dict[str, asyncio.Task] = {}
         self.responder = Responder(self.logger, pace=self.settings.pace_responses)
         self._engine = None
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run_loop, name="vllm-engine-loop", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._start_error is not None:
-            self._thread.join(timeout=30)
-            raise self._start_error
+        self._engine_loop = EngineLoop("vllm-engine-loop")
+        self._loop = self._engine_loop.loop
+        self._engine_loop.start(self._start_engine)
         self.placement = EnginePlacement(self.settings.colocate_engine_core, self._loop)
         placed = self.placement.start()
         if placed is not None:
@@ -185,17 +179,6 @@ class TritonPythonModel:
         )
 
     # ---- engine loop (runs in its own thread) ----
-
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._start_engine())
-        except BaseException as exc:  # noqa: BLE001 - handed back to initialize()
-            self._start_error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
 
     async def _start_engine(self) -> None:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -227,14 +210,7 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.logger.log_info("[vllm_model] shutting down the engine")
-        if self._engine is not None:
-            future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
-            try:
-                future.result(timeout=25)
-            except Exception as exc:  # noqa: BLE001 - best effort at exit
-                self.logger.log_warn(f"[vllm_model] engine shutdown: {exc!r}")
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        self._engine_loop.stop(self._shutdown if self._engine is not None else None, self.logger, "vllm_model")
         self.responder.stop()
 
     async def _shutdown(self) -> None:

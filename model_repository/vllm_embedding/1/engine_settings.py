@@ -1,0 +1,1 @@
+../../vllm_model/1/engine_settings.py
