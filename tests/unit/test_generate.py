@@ -128,12 +128,13 @@ def output(completions: list[CompletionOutput], finished: bool, prompt_ids: list
     )  # fmt: skip
 
 
-def make_model(model, outputs):
+def make_model(model, outputs, warnings: list[str] | None = None):
     from lora_registry import LoraRegistry
     from placement import EnginePlacement
 
     instance = model.TritonPythonModel.__new__(model.TritonPythonModel)
-    instance.logger = types.SimpleNamespace(log_info=print, log_warn=print, log_error=print)
+    warn = print if warnings is None else warnings.append
+    instance.logger = types.SimpleNamespace(log_info=print, log_warn=warn, log_error=print)
     instance.generation_defaults = {}
     instance.max_model_len = 1024
     instance._active = {}
@@ -351,8 +352,8 @@ class Request:
         return "{}"
 
 
-def handle(model, params: dict[str, Any], engine_outputs) -> _TritonError:
-    instance = make_model(model, engine_outputs)
+def handle(model, params: dict[str, Any], engine_outputs, warnings: list[str] | None = None) -> _TritonError:
+    instance = make_model(model, engine_outputs, warnings)
 
     async def run() -> None:
         instance._loop = asyncio.get_running_loop()
@@ -376,3 +377,18 @@ def test_sampling_params_validation_is_the_clients_error(model):
 def test_an_unknown_sampling_parameter_is_the_clients_error(model):
     error = handle(model, {"best_of": 2}, [])
     assert error.code == "INVALID_ARG" and error.message == "unknown sampling parameter 'best_of'"
+
+
+def test_an_unknown_sampling_parameter_is_logged_once(model, monkeypatch):
+    import sampling_parameters
+
+    monkeypatch.setattr(sampling_parameters, "_logged_unknown", set())
+    warnings: list[str] = []
+    for _ in range(2):
+        assert handle(model, {"best_of": 2}, [], warnings).code == "INVALID_ARG"
+    assert warnings == ["[vllm_model] refused unknown sampling parameter 'best_of' (logged once per name)"]
+
+
+def test_repetition_penalty_above_two_reaches_the_engine(model):
+    instance = generate(model, [output([completion(0, "a", [1], finish="stop")], True)], {"repetition_penalty": 3.5})
+    assert instance._engine.params.repetition_penalty == 3.5

@@ -95,8 +95,9 @@ class ParsedRequest:
     return_flags: dict[str, bool]
 
 
-def parse_request(request) -> ParsedRequest:
-    """Read and validate the request tensors (the model's own check: Triton does not enforce them)."""
+def parse_request(request, log=None) -> ParsedRequest:
+    """Read and validate the request tensors (the model's own check: Triton does not enforce them); `log` gets the
+    warnings worth an operator's eye (unknown sampling parameters, once per name)."""
     text = _scalar_string(request, "text_input")
     token_ids = _optional_input(request, "prompt_token_ids")
     if text is None and token_ids is None:
@@ -114,7 +115,7 @@ def parse_request(request) -> ParsedRequest:
         raw = _scalar_string(request, "sampling_parameters")
         if raw is None:  # as vllm_backend: without the tensor, the Triton request parameters
             raw = request_parameters_json(request.parameters())
-        sampling, options = parse_sampling_parameters(raw)
+        sampling, options = parse_sampling_parameters(raw, log)
     except ParameterError as exc:
         raise RequestError(str(exc)) from None
     stream = _scalar_bool(request, "stream", False)
@@ -238,7 +239,7 @@ class TritonPythonModel:
             if control is not None:
                 await self._control(control, sender)
                 return
-            parsed = parse_request(request)
+            parsed = parse_request(request, self.logger.log_warn)
             await self._generate(parsed, sender)
         except asyncio.CancelledError:
             self.responder.close(sender)
@@ -283,7 +284,7 @@ class TritonPythonModel:
             # Streaming: the new tokens of every step. Otherwise only the finished output: no per-token wake-ups here.
             kind = RequestOutputKind.DELTA if parsed.stream else RequestOutputKind.FINAL_ONLY
             params = SamplingParams(**kwargs, output_kind=kind)
-        except ValueError as exc:  # vLLM's validation of the values (the keys and types are checked on parsing)
+        except ValueError as exc:  # the keys and types are checked on parsing; vLLM's VLLMValidationError is a 400 too
             raise RequestError(str(exc)) from None
         lora_request = self.loras.acquire(parsed.lora_name)
         request_id = uuid.uuid4().hex
