@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import types
 from typing import Any
 
@@ -18,49 +17,18 @@ from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.exceptions import EngineDeadError
 
+from tests.unit import fake_pb_utils
+from tests.unit.fake_pb_utils import InferenceResponse, Tensor, TritonError
+
 FLAGS = ("return_finish_reason", "return_cumulative_logprob", "return_logprobs", "return_num_input_tokens")
 ALL_FLAGS = {name: True for name in (*FLAGS, "return_num_output_tokens")}
 PROMPT_IDS = [5, 6, 7]
 
 
-class _Tensor:
-    def __init__(self, name: str, array: np.ndarray) -> None:
-        self.name, self.array = name, array
-
-    def as_numpy(self) -> np.ndarray:
-        return self.array
-
-
-class _Response:
-    def __init__(self, output_tensors=None, error=None) -> None:
-        self.tensors = {t.name: t.array for t in output_tensors or []}
-        self.error = error
-
-
-class _TritonError:
-    INVALID_ARG, NOT_FOUND, UNAVAILABLE, INTERNAL = "INVALID_ARG", "NOT_FOUND", "UNAVAILABLE", "INTERNAL"
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        self.message, self.code = message, code
-
-
 @pytest.fixture(scope="module")
 def model():
-    fake = types.ModuleType("triton_python_backend_utils")
-    fake.TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
-    fake.Tensor = _Tensor
-    fake.InferenceResponse = _Response
-    fake.TritonError = _TritonError
-    fake.get_input_tensor_by_name = lambda request, name: request.tensors.get(name)
-    saved = {name: sys.modules.pop(name, None) for name in ("triton_python_backend_utils", "model", "responder")}
-    sys.modules["triton_python_backend_utils"] = fake
-    import model
-
-    yield model
-    for name, module in saved.items():
-        sys.modules.pop(name, None)
-        if module is not None:
-            sys.modules[name] = module
+    with fake_pb_utils.model_module("model") as module:
+        yield module
 
 
 class Recorder:
@@ -68,7 +36,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.steps: list[tuple[Any, bool]] = []  # (Step, streamed)
-        self.sent: list[_Response] = []
+        self.sent: list[InferenceResponse] = []
         self.closed = 0
 
     def step(self, sender, step, return_flags, stream: bool) -> None:
@@ -340,10 +308,8 @@ def test_classify_our_own_errors(model):
 
 class Request:
     def __init__(self, params: dict[str, Any]) -> None:
-        self.tensors = {
-            "text_input": _Tensor("text_input", np.array([b"hi"], dtype=np.object_)),
-            "sampling_parameters": _Tensor("sampling_parameters", np.array([json.dumps(params).encode()], np.object_)),
-        }
+        inputs = {"text_input": b"hi", "sampling_parameters": json.dumps(params).encode()}
+        self.tensors = {name: Tensor(name, np.array([value], dtype=np.object_)) for name, value in inputs.items()}
 
     def get_response_sender(self):
         return object()
@@ -352,7 +318,7 @@ class Request:
         return "{}"
 
 
-def handle(model, params: dict[str, Any], engine_outputs, warnings: list[str] | None = None) -> _TritonError:
+def handle(model, params: dict[str, Any], engine_outputs, warnings: list[str] | None = None) -> TritonError:
     instance = make_model(model, engine_outputs, warnings)
 
     async def run() -> None:
