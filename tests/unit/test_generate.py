@@ -335,9 +335,17 @@ def test_a_bug_in_the_request_path_is_an_internal_error(model):
     assert error.code == "INTERNAL" and error.message == "internal error: TypeError: unsupported operand"
 
 
-def test_sampling_params_validation_is_the_clients_error(model):
-    error = handle(model, {"top_p": 5}, [])
-    assert error.code == "INVALID_ARG" and "top_p" in error.message
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"top_p": 5}, "top_p"),  # vLLM's VLLMValidationError
+        ({"structured_outputs": {"choice": "abc"}}, "choice"),  # pydantic's ValidationError, a ValueError
+        ({"structured_outputs": {"json": "{}", "regex": "a"}}, "one kind of structured outputs"),
+    ],
+)
+def test_sampling_params_validation_is_the_clients_error(model, params, named):
+    error = handle(model, params, [])
+    assert error.code == "INVALID_ARG" and named in error.message
 
 
 def test_an_unknown_sampling_parameter_is_the_clients_error(model):
