@@ -5,19 +5,19 @@ On a 2-core box every cycle spent outside the engine is taken from the engine; t
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
-_TICKS = os.sysconf("SC_CLK_TCK")
+from launcher.model_code import procs
+
 OTHERS = "other processes (noise)"
 _TOTAL = "_machine_busy"
 # Process names (comm, at most 15 characters) -> role.
 _ROLES = {
     "tritonserver": "tritonserver",
     "triton_python_b": "stub (model.py + AsyncLLM client)",
-    "VLLM::EngineCor": "EngineCore",
-    "VLLM::Worker": "Worker",
+    procs.ENGINE_CORE: "EngineCore",
+    procs.WORKER: "Worker",
 }
 
 
@@ -29,30 +29,11 @@ def _role(comm: str, default: str) -> str:
     return default
 
 
-def processes() -> list[tuple[int, str, int, float]]:
-    """(pid, comm, process group, CPU seconds user+system) for every process readable now."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # comm is in parentheses and may hold spaces; the fields after it are space-separated.
-        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2 :].split()
-        pgrp = int(fields[2])
-        seconds = (int(fields[11]) + int(fields[12])) / _TICKS
-        found.append((int(entry.name), comm, pgrp, seconds))
-    return found
-
-
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent busy (user, nice, system, irq, softirq, steal), from /proc/stat."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / _TICKS
+    return (user + nice + system + irq + softirq + steal) / procs.CLOCK_TICKS
 
 
 class CpuProbe:
@@ -64,10 +45,10 @@ class CpuProbe:
 
     def snapshot(self) -> dict[str, float]:
         by_pid: dict[int, tuple[str, float]] = {}
-        for pid, comm, pgrp, seconds in processes():
+        for process in procs.processes():
             for default, pgid in self.groups.items():
-                if pgrp == pgid:
-                    by_pid[pid] = (_role(comm, default), seconds)
+                if process.pgrp == pgid:
+                    by_pid[process.pid] = (_role(process.comm, default), process.cpu_seconds)
         totals: dict[str, float] = {}
         for role, seconds in by_pid.values():
             totals[role] = totals.get(role, 0.0) + seconds

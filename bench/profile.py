@@ -22,10 +22,11 @@ from collections import Counter
 from pathlib import Path
 
 from bench.clients import HttpCompletions, TritonGrpc
-from bench.cpu import CpuProbe, processes
+from bench.cpu import CpuProbe
 from bench.load import Level, run_closed_loop, summarize
 from bench.run import BASE_ENGINE_ARGS, REPO, bench_environment, build_workload, get_json
 from bench.systems import OurStack
+from launcher.model_code import procs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def pids_by_comm(pgid: int) -> dict[str, int]:
-    return {comm: pid for pid, comm, pgrp, _ in processes() if pgrp == pgid}
+    return {process.comm: process.pid for process in procs.processes() if process.pgrp == pgid}
 
 
 def py_spy() -> str | None:
@@ -76,18 +77,14 @@ def pin(spec: str, pgids: list[int]) -> None:
     rules = [
         (prefix, {int(c) for c in cores.split(",")}) for prefix, _, cores in (r.partition("=") for r in spec.split(";"))
     ]
-    for pid, comm, pgrp, _ in processes():
-        if pgrp not in pgids:
+    for process in procs.processes():
+        if process.pgrp not in pgids:
             continue
-        cores = next((c for prefix, c in rules if prefix == "*" or comm.startswith(prefix)), None)
+        cores = next((c for prefix, c in rules if prefix == "*" or process.comm.startswith(prefix)), None)
         if cores is None:
             continue
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                os.sched_setaffinity(int(tid), cores)
-            except OSError:
-                pass
-        print(f"pinned {comm} ({pid}) to {sorted(cores)}")
+        procs.set_affinity([process.pid], cores)
+        print(f"pinned {process.comm} ({process.pid}) to {sorted(cores)}")
 
 
 def summarize_stacks(path: Path, top: int) -> str:

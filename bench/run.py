@@ -37,6 +37,7 @@ from bench.clients import HttpCompletions, TritonGrpc
 from bench.cpu import CpuProbe, machine_busy_seconds
 from bench.load import Level, Window, Workload, run_window, summarize_windows
 from bench.systems import REPO, OurStack, RawEngine, VllmServe, colocate_engine_core, get_json
+from tools.tiny_stack import BASE_ENGINE_ARGS  # the tests' engine without LoRA
 
 BUILTIN_SYSTEMS = ("raw_engine", "raw_engine_colocated", "vllm_serve", "vllm_serve_colocated", "ours", "triton_grpc")
 AIPERF_SYSTEMS = ("vllm_serve_aiperf", "ours_aiperf")  # the same two servers, load from AIPerf
@@ -51,13 +52,6 @@ LABELS = {
     "triton_grpc": "ours: Triton gRPC direct",
     "vllm_serve_aiperf": "vllm serve (AIPerf)",
     "ours_aiperf": "ours: frontend (AIPerf)",
-}
-# tests/conftest.py ENGINE_ARGS without the LoRA ones: the engine every integration test runs.
-BASE_ENGINE_ARGS: dict[str, Any] = {
-    "enforce_eager": True,
-    "dtype": "float32",
-    "max_model_len": 1024,
-    "max_num_seqs": 32,
 }
 LOADGEN_LABEL = "bench load generator"
 NOISY_CORES = 0.2  # other people's work above this many cores during a level: flagged as noisy

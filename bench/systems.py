@@ -20,21 +20,21 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from launcher.model_code import procs
 from launcher.stack import Stack, StackConfig
 from launcher.triton import TritonPorts, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL_CODE = REPO / "model_repository" / "vllm_model" / "1"
 
 
 def colocate_engine_core(root: int) -> str | None:
-    """The model's own placement (model_repository/vllm_model/1/placement.py, mode "always") applied to a baseline:
-    the EngineCore below `root` moves onto its worker's cores. Returns what was done, or None."""
-    if str(MODEL_CODE) not in sys.path:
-        sys.path.append(str(MODEL_CODE))
-    from placement import EnginePlacement
-
-    return EnginePlacement("always").start(root)
+    """What the model does under load on CPU (placement.py), applied to a baseline for its whole run: the
+    EngineCore below `root` moves onto its pinned worker's cores. Returns what was done, or None."""
+    found = procs.engine_processes(root)
+    if not found.engine_cores or not found.worker_pinned:
+        return None
+    procs.set_affinity(found.engine_cores, found.worker_cores)
+    return f"EngineCore shares the CPU worker's cores {sorted(found.worker_cores)}"
 
 
 def free_port() -> int:

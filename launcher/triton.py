@@ -20,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher.model_code import procs
+
 
 @dataclass
 class TritonLayout:
@@ -197,16 +199,10 @@ class TritonProcess:
 def shm_regions_of_group(pgid: int | None) -> set[str]:
     """The /dev/shm files mapped by the processes of a process group (by every process when pgid is None)."""
     regions: set[str] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for process in procs.processes():
+        if pgid is not None and process.pgrp != pgid:
             continue
-        try:
-            if pgid is not None and os.getpgid(int(entry.name)) != pgid:
-                continue
-            maps = (entry / "maps").read_text()
-        except (OSError, ProcessLookupError):
-            continue
-        for line in maps.splitlines():
+        for line in procs.read(process.pid, "maps").splitlines():
             path = line.rsplit(" ", 1)[-1]
             if path.startswith("/dev/shm/"):
                 regions.add(path)

@@ -48,11 +48,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-TINY_MODEL = REPO / ".models" / "tiny"
-# tests/conftest.py's ENGINE_ARGS without LoRA.
-ENGINE_ARGS = {"enforce_eager": True, "dtype": "float32", "max_model_len": 1024, "max_num_seqs": 32}
-PROMPTS = ("def hello", "import os\nimport sys\n", "The quick brown fox", "class Parser:")
+from launcher.model_code import procs
+from tools.tiny_stack import BASE_ENGINE_ARGS, PROMPTS, REPO, TINY_MODEL
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 OPENAI_ERROR_KEYS = {"message", "type", "param", "code"}
 
@@ -87,50 +85,22 @@ class SoakConfig:
 # ---- the stack's processes, from /proc ----
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as file:
-            return file.read()
-    except OSError:
-        return ""
-
-
-def _parents() -> dict[int, int]:
-    """pid -> parent pid for every process."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _read(f"/proc/{entry}/stat")
-            if stat:
-                # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents
-
-
 def descendants(roots: list[int]) -> list[int]:
     """The roots (those still alive) and all their descendants."""
-    children: dict[int, list[int]] = {}
-    parents = _parents()
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
-    found, todo = [], [pid for pid in roots if pid in parents]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return sorted(found)
+    alive = [pid for pid in roots if procs.stat(pid) is not None]
+    return sorted({*alive, *procs.descendants(alive)})
 
 
 def role_of(pid: int) -> str:
-    comm = _read(f"/proc/{pid}/comm").strip()
-    cmd = _read(f"/proc/{pid}/cmdline").replace("\0", " ").strip()
+    comm = procs.read(pid, "comm").strip()
+    cmd = procs.read(pid, "cmdline").replace("\0", " ").strip()
     if comm == "tritonserver" or cmd.split(" ", 1)[0].endswith("/tritonserver"):
         return "tritonserver"
     if "triton_python_backend_stub" in cmd or comm.startswith("triton_python"):
         return "python_stub"
-    if "EngineCore" in comm or "EngineCore" in cmd:
+    if comm.startswith(procs.ENGINE_CORE) or "EngineCore" in cmd:
         return "VLLM::EngineCore"
-    if "VLLM::Worker" in comm or "VLLM::Worker" in cmd:
+    if comm.startswith(procs.WORKER) or procs.WORKER in cmd:
         return "VLLM::Worker"
     if re.search(r"-m frontend(\s|$)", cmd):
         return "frontend"
@@ -140,32 +110,30 @@ def role_of(pid: int) -> str:
 
 
 def rss_kib(pid: int) -> int | None:
-    match = re.search(r"^VmRSS:\s+(\d+)\s+kB", _read(f"/proc/{pid}/status"), re.MULTILINE)
+    match = re.search(r"^VmRSS:\s+(\d+)\s+kB", procs.read(pid, "status"), re.MULTILINE)
     return int(match.group(1)) if match else None
 
 
 def _listener_pid(port: int) -> int | None:
     """The process listening on a local TCP port (our own user's processes only)."""
     inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in _read(table).splitlines()[1:]:
+    for table in ("tcp", "tcp6"):
+        for line in procs.read("net", table).splitlines()[1:]:
             fields = line.split()
             if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 inodes.add(fields[9])
     if not inodes:
         return None
     targets = {f"socket:[{inode}]" for inode in inodes}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in procs.pids():
         try:
-            fds = os.listdir(f"/proc/{entry}/fd")
+            fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
             continue
         for fd in fds:
             try:
-                if os.readlink(f"/proc/{entry}/fd/{fd}") in targets:
-                    return int(entry)
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
+                    return pid
             except OSError:
                 continue
     return None
@@ -178,8 +146,8 @@ def discover_roots(base_url: str) -> tuple[list[int], str | None]:
     if frontend is None:
         return [], None
     roots = [frontend]
-    cmd = _read(f"/proc/{frontend}/cmdline").split("\0")
-    environ = dict(item.split("=", 1) for item in _read(f"/proc/{frontend}/environ").split("\0") if "=" in item)
+    cmd = procs.read(frontend, "cmdline").split("\0")
+    environ = dict(item.split("=", 1) for item in procs.read(frontend, "environ").split("\0") if "=" in item)
     triton_url = environ.get("TRITON_URL", "localhost:8001")
     if "--triton-url" in cmd and cmd.index("--triton-url") + 1 < len(cmd):
         triton_url = cmd[cmd.index("--triton-url") + 1]
@@ -187,7 +155,7 @@ def discover_roots(base_url: str) -> tuple[list[int], str | None]:
     metrics = None
     if triton is not None:
         roots.append(triton)
-        match = re.search(r"--metrics-port=(\d+)", _read(f"/proc/{triton}/cmdline").replace("\0", " "))
+        match = re.search(r"--metrics-port=(\d+)", procs.read(triton, "cmdline").replace("\0", " "))
         metrics = f"http://127.0.0.1:{match.group(1)}/metrics" if match else None
     return roots, metrics
 
@@ -693,7 +661,7 @@ def start_stack(log_dir: Path, api_key: str | None = None):
             port=_free_port(),
             triton_ports=TritonPorts(http=_free_port(), grpc=_free_port(), metrics=_free_port()),
             api_key=api_key,
-            engine_args=ENGINE_ARGS,
+            engine_args=BASE_ENGINE_ARGS,
             run_dir=log_dir / "run",
             log_dir=log_dir,
             ready_timeout=900,

@@ -12,40 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 
+from launcher.model_code import procs
 from launcher.triton import kill_group
 from tests.conftest import ENGINE_ARGS, MODEL_NAME, REPO, TINY_MODEL, ensure_models, free_port
-
-
-def descendants(root: int) -> set[int]:
-    """All live processes below `root` (by parent links in /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, stack = set(), [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def wait_for(predicate, timeout: float) -> bool:
@@ -99,7 +71,7 @@ def test_make_serve_launcher_serves_and_stops_cleanly(tmp_path):
         )
         assert completion.status_code == 200
 
-        tree = descendants(launcher.pid)
+        tree = set(procs.descendants(launcher.pid))
         assert len(tree) >= 4, "tritonserver, stub, EngineCore and frontend at least"
         assert httpx.get(f"{frontend}/health").status_code == 200
         # Drain: requests in flight when SIGTERM arrives finish, complete, while probes and new requests get 503.
@@ -151,7 +123,7 @@ def test_make_serve_launcher_serves_and_stops_cleanly(tmp_path):
         assert all("error" not in c for c in chunks)
         assert launcher.wait(timeout=120) == 0
         time.sleep(1)
-        assert [pid for pid in tree if alive(pid)] == []
+        assert [pid for pid in tree if procs.alive(pid)] == []
         # The launcher names its Triton's shared-memory regions after its own pid.
         prefix = f"tvo{launcher.pid}x"
         leaked = {name for name in set(os.listdir("/dev/shm")) - shm_before if name.startswith(prefix)}

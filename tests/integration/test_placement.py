@@ -11,24 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.cpu import processes
+from launcher.model_code import procs
 from tests.conftest import MODEL_NAME, wait_for_idle
 
 LONG = {"model": MODEL_NAME, "prompt": "def hello", "max_tokens": 400, "ignore_eos": True, "temperature": 0}
 
 
 def _processes_in_group(pgid: int) -> dict[int, str]:
-    return {pid: comm for pid, comm, pgrp, _ in processes() if pgrp == pgid}
-
-
-def _affinity(pid: int) -> set[int]:
-    cores: set[int] = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            cores |= os.sched_getaffinity(int(tid))
-        except OSError:
-            continue
-    return cores
+    return {process.pid: process.comm for process in procs.processes() if process.pgrp == pgid}
 
 
 def _wait_until(condition, timeout: float) -> bool:
@@ -43,10 +33,10 @@ def _wait_until(condition, timeout: float) -> bool:
 @pytest.fixture
 def engine(stack):
     found = _processes_in_group(stack.triton.process.pid)
-    workers = [pid for pid, comm in found.items() if comm.startswith("VLLM::Worker")]
-    cores = [pid for pid, comm in found.items() if comm.startswith("VLLM::EngineCor")]
+    workers = [pid for pid, comm in found.items() if comm.startswith(procs.WORKER)]
+    cores = [pid for pid, comm in found.items() if comm.startswith(procs.ENGINE_CORE)]
     assert workers and cores, found
-    worker_cores = set().union(*(_affinity(pid) for pid in workers))
+    worker_cores = set().union(*(procs.affinity(pid) for pid in workers))
     if worker_cores >= os.sched_getaffinity(0):
         pytest.skip(f"vLLM's worker may use every core here ({sorted(worker_cores)}): nothing to place")
     return worker_cores, cores
@@ -57,7 +47,7 @@ def test_engine_core_joins_the_worker_under_load_and_leaves_when_quiet(stack, ba
     everything = os.sched_getaffinity(0)
     assert wait_for_idle(triton) == {"active_requests": 0, "engine_unfinished_requests": 0}
     assert _wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 5)
-    assert all(_affinity(pid) == everything for pid in engine_cores)
+    assert all(procs.affinity(pid) == everything for pid in engine_cores)
 
     errors: list[BaseException] = []
 
@@ -73,16 +63,16 @@ def test_engine_core_joins_the_worker_under_load_and_leaves_when_quiet(stack, ba
         client.start()
     try:
         assert _wait_until(lambda: triton.control("stats")["engine_core_colocated"], 30)
-        assert all(_affinity(pid) == worker_cores for pid in engine_cores)
+        assert all(procs.affinity(pid) == worker_cores for pid in engine_cores)
     finally:
         for client in clients:
             client.join(timeout=120)
     assert not errors, errors
     # Quiet again: back on every core after the model's grace period (half a second).
     assert _wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 10)
-    assert all(_affinity(pid) == everything for pid in engine_cores)
+    assert all(procs.affinity(pid) == everything for pid in engine_cores)
     # The serving processes keep every core throughout (the model only moves its own engine).
-    assert _affinity(stack.triton.process.pid) == everything
+    assert procs.affinity(stack.triton.process.pid) == everything
     log = (Path(stack.config.log_dir) / "triton.log").read_text(errors="replace")
     assert "EngineCore moves onto the CPU worker's cores" in log
 

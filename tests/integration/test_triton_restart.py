@@ -7,16 +7,15 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from launcher.model_code import procs
 from launcher.stack import Stack, StackConfig
 from launcher.triton import TritonPorts
 from tests.conftest import ENGINE_ARGS, MODEL_NAME, TINY_MODEL, ensure_models, free_port
 from tests.integration.test_completions import assert_openai_error
-from tests.integration.test_launcher import descendants
 
 BODY = {"model": MODEL_NAME, "prompt": "def hello", "max_tokens": 400, "ignore_eos": True, "temperature": 0}
 SHORT = {"model": MODEL_NAME, "prompt": "hi", "max_tokens": 2}
@@ -90,9 +89,7 @@ def test_engine_death_fails_fast_and_turns_readiness_false(own_stack):
     url = f"{own_stack.base_url}/v1/completions"
     assert httpx.post(url, json=SHORT, timeout=60).status_code == 200
     engine_cores = [
-        pid
-        for pid in descendants(own_stack.triton.process.pid)
-        if "EngineCore" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        pid for pid in procs.descendants(own_stack.triton.process.pid) if "EngineCore" in procs.read(pid, "cmdline")
     ]
     assert engine_cores, "no VLLM::EngineCore process found"
     for pid in engine_cores:

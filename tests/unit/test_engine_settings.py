@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from engine_settings import SettingsError, default_served_name, load_engine_settings
+from engine_settings import SettingsError, cpu_lora_slot, default_served_name, load_engine_settings
 
 
 def write_model_dir(path: Path, engine_args: dict | None = None, loras: dict | None = None) -> Path:
@@ -214,9 +214,9 @@ def test_multi_lora_json_read_and_enables_lora(tmp_path):
     settings = load(model_dir)
     assert settings.loras == {"adapter-a": "/loras/a", "adapter-b": "/loras/b"}
     assert settings.engine_args["enable_lora"] is True
-    # 2 declared + room for 2 loaded at run time = capacity 4, + 1 spare slot (vLLM CPU last-slot workaround).
+    # 2 declared + room for 2 loaded at run time = capacity 4 (the CPU platform's spare slot: cpu_lora_slot).
     assert settings.lora_capacity == 4
-    assert settings.engine_args["max_loras"] == 5
+    assert settings.engine_args["max_loras"] == 4
 
 
 def test_lora_paths_resolved_against_model_dir(tmp_path):
@@ -229,7 +229,7 @@ def test_env_loras_merge_over_multi_lora_json(tmp_path):
     model_dir = write_model_dir(tmp_path / "1", {"model": "org/a"}, loras={"a": "/loras/a", "b": "/loras/b"})
     settings = load(model_dir, {"TRITON_VLLM_LORAS": json.dumps({"b": "/env/b", "c": "/env/c"})})
     assert settings.loras == {"a": "/loras/a", "b": "/env/b", "c": "/env/c"}
-    assert settings.engine_args["max_loras"] == 6
+    assert settings.engine_args["max_loras"] == 5
 
 
 def test_env_loras_alone_enable_lora(tmp_path):
@@ -237,24 +237,36 @@ def test_env_loras_alone_enable_lora(tmp_path):
     settings = load(model_dir, {"TRITON_VLLM_LORAS": json.dumps({"only": "/l/only"})})
     assert settings.loras == {"only": "/l/only"}
     assert settings.engine_args["enable_lora"] is True
-    assert settings.engine_args["max_loras"] == 4
+    assert settings.engine_args["max_loras"] == 3
 
 
-@pytest.mark.parametrize(("max_loras", "adapters", "expected"), [(4, 2, 5), (1, 3, 4), (2, 2, 3)])
-def test_max_loras_is_max_of_setting_and_adapters_plus_one(tmp_path, max_loras, adapters, expected):
+@pytest.mark.parametrize(("max_loras", "adapters", "expected"), [(4, 2, 4), (1, 3, 3), (2, 2, 2)])
+def test_max_loras_is_max_of_setting_and_adapters(tmp_path, max_loras, adapters, expected):
     loras = {f"lora-{i}": f"/l/{i}" for i in range(adapters)}
     model_dir = write_model_dir(tmp_path / "1", {"model": "org/a", "max_loras": max_loras}, loras=loras)
     settings = load(model_dir)
     assert settings.engine_args["max_loras"] == expected
-    assert settings.lora_capacity == expected - 1
+    assert settings.lora_capacity == expected
 
 
-def test_enable_lora_without_adapters_still_gets_spare_slot(tmp_path):
+def test_enable_lora_without_adapters_has_room_for_runtime_adapters(tmp_path):
     model_dir = write_model_dir(tmp_path / "1", {"model": "org/a", "enable_lora": True})
     settings = load(model_dir)
     assert settings.engine_args["enable_lora"] is True
     assert settings.lora_capacity == 2
-    assert settings.engine_args["max_loras"] == 3
+    assert settings.engine_args["max_loras"] == 2
+
+
+def test_the_spare_lora_slot_only_on_the_cpu_platform(tmp_path):
+    model_dir = write_model_dir(tmp_path / "1", {"model": "org/a"}, loras={"a": "/l/a"})
+    settings = load(model_dir)  # capacity 1 + 2 at run time
+    on_cpu, note = cpu_lora_slot(settings.engine_args, on_cpu=True)
+    assert on_cpu["max_loras"] == 4 and "3 -> 4 on the CPU platform" in note
+    on_gpu, note = cpu_lora_slot(settings.engine_args, on_cpu=False)
+    assert on_gpu["max_loras"] == 3 and "no spare LoRA slot" in note
+    assert settings.engine_args["max_loras"] == 3  # not changed in place
+    without_lora = load(write_model_dir(tmp_path / "2", {"model": "org/a"})).engine_args
+    assert cpu_lora_slot(without_lora, on_cpu=True) == (without_lora, None)
 
 
 def test_lora_named_like_base_model_is_an_error(tmp_path):

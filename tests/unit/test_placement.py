@@ -1,4 +1,5 @@
-"""EnginePlacement's decisions: when the EngineCore joins its worker's cores and when it leaves (no /proc needed)."""
+"""EnginePlacement's decisions: when the EngineCore joins its worker's cores and when it leaves, and when the whole
+tuning is skipped (no /proc needed: the processes found and the affinity calls are stand-ins)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,26 @@ import asyncio
 import placement
 import pytest
 from placement import EnginePlacement
+from procs import EngineProcesses
 
 WORKER = {0}
 EVERY = {0, 1}
 
 
 @pytest.fixture
-def pinned(monkeypatch):
-    """Record every affinity change instead of making it; the engine is 'found' with its worker on core 0."""
-    calls: list[set[int]] = []
-    monkeypatch.setattr(placement, "_engine_processes", lambda root: (set(WORKER), [4242]))
-    monkeypatch.setattr(placement, "_pin", lambda pids, cores: calls.append(set(cores)) or len(pids))
+def found(monkeypatch):
+    """What engine_processes() finds: by default a worker pinned to core 0 and an EngineCore, on a 2-core box."""
+    engine = EngineProcesses(workers=[4241], engine_cores=[4242], worker_cores=set(WORKER))
+    monkeypatch.setattr(placement, "engine_processes", lambda root: engine)
     monkeypatch.setattr(placement.os, "sched_getaffinity", lambda pid: set(EVERY))
+    return engine
+
+
+@pytest.fixture
+def pinned(found, monkeypatch):
+    """Record every affinity change instead of making it."""
+    calls: list[set[int]] = []
+    monkeypatch.setattr(placement, "set_affinity", lambda pids, cores: calls.append(set(cores)) or len(pids))
     return calls
 
 
@@ -32,10 +41,8 @@ def test_auto_places_at_two_requests_and_frees_after_a_quiet_grace_period(pinned
         place.update(2)
         seen.append(place.colocated)  # two: placed at once
         place.update(1)
-        place.update(2)  # back up within the grace period: no flapping
-        await asyncio.sleep(0.08)
+        await asyncio.sleep(0.01)
         seen.append(place.colocated)
-        place.update(1)
         place.update(0)
         await asyncio.sleep(0.08)
         seen.append(place.colocated)  # quiet for longer than the grace period: free again
@@ -57,21 +64,47 @@ def test_always_places_once_at_start_and_ignores_the_load(pinned):
     assert pinned == [WORKER]
 
 
-def test_never_and_no_pinned_worker_do_nothing(pinned, monkeypatch):
-    async def scenario(mode: str) -> str | None:
-        place = EnginePlacement(mode, asyncio.get_running_loop())
-        started = place.start()
+def _skipped(mode: str, on_cpu: bool = True) -> str:
+    async def scenario() -> str:
+        place = EnginePlacement(mode, asyncio.get_running_loop(), on_cpu=on_cpu)
+        said = place.start()
         place.update(5)
-        return started
+        assert not place.active and not place.colocated
+        return said
 
-    assert asyncio.run(scenario("never")) is None
-    monkeypatch.setattr(placement, "_engine_processes", lambda root: (set(), [4242]))  # e.g. vLLM on a GPU
-    assert asyncio.run(scenario("auto")) is None
+    return asyncio.run(scenario())
+
+
+def test_never_does_nothing_and_says_so(pinned):
+    assert "off (COLOCATE_ENGINE_CORE never)" in _skipped("never")
+    assert pinned == []
+
+
+@pytest.mark.parametrize("mode", ["auto", "always"])
+def test_off_the_cpu_platform_nothing_is_looked_for_or_moved(pinned, monkeypatch, mode):
+    monkeypatch.setattr(placement, "engine_processes", lambda root: pytest.fail("looked for processes on a GPU"))
+    assert "skipped: vLLM does not run on the CPU platform" in _skipped(mode, on_cpu=False)
+    assert pinned == []
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"workers": []}, "no 'VLLM::Worker' process found by its title"),
+        ({"engine_cores": []}, "no 'VLLM::EngineCor' process found by its title"),
+        ({"workers": [], "engine_cores": []}, "no 'VLLM::Worker' and 'VLLM::EngineCor' process"),
+        ({"worker_cores": set(EVERY)}, "the CPU worker is not pinned (cores [0, 1])"),
+        ({"worker_cores": set()}, "the CPU worker is not pinned (cores [])"),
+    ],
+)
+def test_missing_preconditions_skip_the_placement_with_the_reason(pinned, found, change, reason):
+    for name, value in change.items():
+        setattr(found, name, value)
+    assert reason in _skipped("auto")
     assert pinned == []
 
 
 def test_always_needs_no_event_loop_but_auto_does(pinned):
-    """The benchmark places its baselines' EngineCore outside any event loop (mode "always")."""
     assert "shares the CPU worker's cores [0]" in EnginePlacement("always").start()
     assert pinned == [WORKER]
     with pytest.raises(ValueError, match="auto"):

@@ -3,43 +3,18 @@ by the integration tests; here the timing rules are checked on their own)."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-import types
 
-import numpy as np
 import pytest
 
-
-class _Tensor:
-    def __init__(self, name: str, array: np.ndarray) -> None:
-        self.name, self.array = name, array
-
-
-class _Response:
-    def __init__(self, output_tensors=None, error=None) -> None:
-        self.tensors = {t.name: t.array for t in output_tensors or []}
-        self.error = error
+from tests.unit import fake_pb_utils
 
 
 @pytest.fixture(scope="module")
 def responder_module():
-    fake = types.ModuleType("triton_python_backend_utils")
-    fake.TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
-    fake.Tensor = _Tensor
-    fake.InferenceResponse = _Response
-    saved = sys.modules.get("triton_python_backend_utils")
-    sys.modules["triton_python_backend_utils"] = fake
-    sys.modules.pop("responder", None)
-    import responder
-
-    yield responder
-    sys.modules.pop("responder", None)
-    if saved is not None:
-        sys.modules["triton_python_backend_utils"] = saved
-    else:
-        sys.modules.pop("triton_python_backend_utils", None)
+    with fake_pb_utils.model_module("responder") as module:
+        yield module
 
 
 class RecordingSender:

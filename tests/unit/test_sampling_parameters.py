@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import sampling_parameters
 from sampling_parameters import ParameterError, parse_sampling_parameters
 
 
@@ -92,6 +93,39 @@ def test_non_optional_values_reject_null(key):
 def test_unknown_key_is_named():
     with pytest.raises(ParameterError, match="unknown sampling parameter 'best_of_luck'"):
         parse({"temperature": 0.1, "best_of_luck": 3})
+
+
+def test_unknown_keys_are_logged_once_per_name(monkeypatch):
+    monkeypatch.setattr(sampling_parameters, "_logged_unknown", set())
+    logged: list[str] = []
+    for key in ("colour", "colour", "flavour", "colour"):
+        with pytest.raises(ParameterError):
+            parse_sampling_parameters(json.dumps({key: 1}), logged.append)
+    assert logged == [
+        "[vllm_model] refused unknown sampling parameter 'colour' (logged once per name)",
+        "[vllm_model] refused unknown sampling parameter 'flavour' (logged once per name)",
+    ]
+
+
+def test_unknown_key_names_logged_are_bounded(monkeypatch):
+    monkeypatch.setattr(sampling_parameters, "_logged_unknown", set())
+    monkeypatch.setattr(sampling_parameters, "MAX_LOGGED_UNKNOWN", 2)
+    logged: list[str] = []
+    for key in ("a1", "a2", "a3"):
+        with pytest.raises(ParameterError):
+            parse_sampling_parameters(json.dumps({key: 1}), logged.append)
+    assert len(logged) == 2 and "a3" not in logged[-1]
+
+
+def test_repetition_penalty_is_not_capped_as_vllm_takes_any_value_above_zero():
+    from vllm.exceptions import VLLMValidationError
+    from vllm.sampling_params import SamplingParams
+
+    sampling, _ = parse({"repetition_penalty": "3.5"})
+    assert sampling == {"repetition_penalty": 3.5}
+    assert SamplingParams(**sampling).repetition_penalty == 3.5
+    with pytest.raises(VLLMValidationError, match="repetition_penalty must be greater than zero"):
+        SamplingParams(**parse({"repetition_penalty": 0})[0])  # vLLM's own bound: the model answers 400
 
 
 @pytest.mark.parametrize(

@@ -121,6 +121,23 @@ def cpu_safe_dtype(engine_args: Mapping[str, Any], on_cpu: bool) -> tuple[dict[s
     return args, f"dtype {dtype} on the CPU platform", False
 
 
+def cpu_lora_slot(engine_args: Mapping[str, Any], on_cpu: bool) -> tuple[dict[str, Any], str | None]:
+    """Engine arguments with a spare LoRA slot on the CPU platform, and a line for the log (None without LoRA).
+
+    vLLM on CPU gives base-model requests batched with LoRA requests the adapter in the last slot; one slot more
+    than the adapters that can be loaded keeps that slot empty (bench/README.md, "EngineCore placement and the
+    spare LoRA slot"). Other platforms keep max_loras as configured.
+    """
+    args = dict(engine_args)
+    if not args.get("enable_lora") or not args.get("max_loras"):
+        return args, None
+    slots = int(args["max_loras"])
+    if not on_cpu:
+        return args, f"max_loras {slots}: no spare LoRA slot (only vLLM's CPU platform needs one)"
+    args["max_loras"] = slots + 1
+    return args, f"max_loras {slots} -> {slots + 1} on the CPU platform (a spare slot for base-model requests)"
+
+
 def load_engine_settings(model_dir: str, environ: Mapping[str, str], model_config: Mapping[str, Any]) -> EngineSettings:
     path = os.path.join(model_dir, ENGINE_ARGS_FILE)
     if not os.path.isfile(path):
@@ -160,9 +177,7 @@ def load_engine_settings(model_dir: str, environ: Mapping[str, str], model_confi
     if engine_args.get("enable_lora"):
         # model.json's max_loras: adapters loaded at once (default: the declared ones and room for 2 more).
         capacity = max(int(engine_args.get("max_loras") or len(loras) + RUNTIME_LORA_ROOM), len(loras))
-        # vLLM on CPU gives base requests batched with LoRA requests the adapter in the last slot; one slot
-        # more than the adapters that can exist keeps that slot empty.
-        engine_args["max_loras"] = capacity + 1
+        engine_args["max_loras"] = capacity  # one more on the CPU platform: cpu_lora_slot()
     return EngineSettings(
         engine_args=engine_args,
         served_model_name=served,

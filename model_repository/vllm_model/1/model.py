@@ -17,16 +17,17 @@ import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
+from accumulator import OutputAccumulator  # noqa: E402
 from engine_loop import EngineLoop  # noqa: E402
-from engine_settings import cpu_safe_dtype, load_engine_settings  # noqa: E402
+from engine_settings import cpu_lora_slot, cpu_safe_dtype, load_engine_settings  # noqa: E402
 from lora_registry import LoraError, LoraRegistry, UnknownLora  # noqa: E402
 from placement import EnginePlacement  # noqa: E402
-from responder import Responder, Step  # noqa: E402
+from responder import Responder  # noqa: E402
 from sampling_parameters import (  # noqa: E402
     ParameterError,
     apply_generation_defaults,
@@ -94,27 +95,9 @@ class ParsedRequest:
     return_flags: dict[str, bool]
 
 
-@dataclass
-class SequenceState:
-    """Accumulated output of one of the n sequences of a request."""
-
-    text: list[str] = field(default_factory=list)
-    num_tokens: int = 0
-    cumulative_logprob: float = 0.0
-    logprobs: list[dict[str, Any]] = field(default_factory=list)
-    finish_reason: str = ""
-    finish_reported: bool = False
-
-    def new_finish_reason(self) -> str:
-        """The finish reason once, in the response where the sequence finished; "" otherwise."""
-        if self.finish_reason and not self.finish_reported:
-            self.finish_reported = True
-            return self.finish_reason
-        return ""
-
-
-def parse_request(request) -> ParsedRequest:
-    """Read and validate the request tensors (the model's own check: Triton does not enforce them)."""
+def parse_request(request, log=None) -> ParsedRequest:
+    """Read and validate the request tensors (the model's own check: Triton does not enforce them); `log` gets the
+    warnings worth an operator's eye (unknown sampling parameters, once per name)."""
     text = _scalar_string(request, "text_input")
     token_ids = _optional_input(request, "prompt_token_ids")
     if text is None and token_ids is None:
@@ -132,7 +115,7 @@ def parse_request(request) -> ParsedRequest:
         raw = _scalar_string(request, "sampling_parameters")
         if raw is None:  # as vllm_backend: without the tensor, the Triton request parameters
             raw = request_parameters_json(request.parameters())
-        sampling, options = parse_sampling_parameters(raw)
+        sampling, options = parse_sampling_parameters(raw, log)
     except ParameterError as exc:
         raise RequestError(str(exc)) from None
     stream = _scalar_bool(request, "stream", False)
@@ -169,10 +152,8 @@ class TritonPythonModel:
         self._engine_loop = EngineLoop("vllm-engine-loop")
         self._loop = self._engine_loop.loop
         self._engine_loop.start(self._start_engine)
-        self.placement = EnginePlacement(self.settings.colocate_engine_core, self._loop)
-        placed = self.placement.start()
-        if placed is not None:
-            self.logger.log_info(f"[vllm_model] {placed}")
+        self.placement = EnginePlacement(self.settings.colocate_engine_core, self._loop, on_cpu=self.on_cpu)
+        self.logger.log_info(f"[vllm_model] {self.placement.start()}")
         self.logger.log_info(
             f"[vllm_model] engine ready: model={self.settings.engine_args.get('model')} "
             f"served as '{self.settings.served_model_name}', max_model_len={self.max_model_len}"
@@ -186,9 +167,13 @@ class TritonPythonModel:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         stat_loggers = [self.metrics.stat_logger_factory()] if self.metrics else None
-        args, dtype_note, warn = cpu_safe_dtype(self.settings.engine_args, current_platform.is_cpu())
+        self.on_cpu = current_platform.is_cpu()
+        args, dtype_note, warn = cpu_safe_dtype(self.settings.engine_args, self.on_cpu)
         if dtype_note:
             (self.logger.log_warn if warn else self.logger.log_info)(f"[vllm_model] {dtype_note}")
+        args, lora_note = cpu_lora_slot(args, self.on_cpu)
+        if lora_note:
+            self.logger.log_info(f"[vllm_model] {lora_note}")
         self.settings.engine_args = args
         engine_args = AsyncEngineArgs(**args)
         self._engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=stat_loggers)
@@ -230,7 +215,7 @@ class TritonPythonModel:
             if control is not None:
                 await self._control(control, sender)
                 return
-            parsed = parse_request(request)
+            parsed = parse_request(request, self.logger.log_warn)
             await self._generate(parsed, sender)
         except asyncio.CancelledError:
             self.responder.close(sender)
@@ -268,23 +253,26 @@ class TritonPythonModel:
         report_logprobs = kwargs.get("logprobs") is not None
         if parsed.return_flags["return_cumulative_logprob"] and not report_logprobs:
             kwargs["logprobs"] = 0
-        structured = kwargs.pop("structured_outputs", None)
-        if structured is not None:
-            kwargs["structured_outputs"] = StructuredOutputsParams(**structured)
         try:
+            structured = kwargs.pop("structured_outputs", None)
+            if structured is not None:
+                kwargs["structured_outputs"] = StructuredOutputsParams(**structured)
             # Streaming: the new tokens of every step. Otherwise only the finished output: no per-token wake-ups here.
             kind = RequestOutputKind.DELTA if parsed.stream else RequestOutputKind.FINAL_ONLY
             params = SamplingParams(**kwargs, output_kind=kind)
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:  # the keys and types are checked on parsing; vLLM's VLLMValidationError is a 400 too
             raise RequestError(str(exc)) from None
         lora_request = self.loras.acquire(parsed.lora_name)
-        n = params.n * copies
         request_id = uuid.uuid4().hex
-        sequences = [SequenceState() for _ in range(n)]
-        prompt_text: str | None = parsed.prompt if isinstance(parsed.prompt, str) else None
-        num_input_tokens = 0
-        first = True
-        final_sent = False
+        accumulator = OutputAccumulator(
+            params.n * copies,
+            copies=copies,
+            stream=parsed.stream,
+            include_prompt=parsed.include_prompt,
+            report_logprobs=report_logprobs,
+            prompt_text=parsed.prompt if isinstance(parsed.prompt, str) else None,
+            decode=self._decode,
+        )
         task = asyncio.current_task()
         self._active[request_id] = task
         self.placement.update(len(self._active))
@@ -296,60 +284,14 @@ class TritonPythonModel:
                 parsed.prompt, params, request_id, lora_request=lora_request, tokenization_kwargs=tokenization
             )
             async for output in outputs:
-                num_input_tokens = len(output.prompt_token_ids or ())
-                if parsed.include_prompt and prompt_text is None:
-                    prompt_text = self._decode(output.prompt_token_ids or [])
-                deltas = [""] * n
-                delta_counts = [0] * n
-                delta_logprobs: list[list[dict[str, Any]] | None] = [[] if report_logprobs else None for _ in range(n)]
-                for completion in output.outputs:
-                    entries = None
-                    if completion.logprobs and report_logprobs:
-                        entries = _logprob_entries(completion.token_ids, completion.logprobs)
-                    for index in range(n) if copies > 1 else (completion.index,):
-                        state = sequences[index]
-                        deltas[index] = completion.text
-                        delta_counts[index] = len(completion.token_ids)
-                        state.num_tokens += len(completion.token_ids)
-                        if completion.cumulative_logprob is not None:
-                            state.cumulative_logprob = completion.cumulative_logprob
-                        if entries is not None:
-                            delta_logprobs[index] = entries
-                        if completion.finish_reason:
-                            state.finish_reason = completion.finish_reason
-                        if not parsed.stream:
-                            state.text.append(completion.text)
-                            state.logprobs.extend(delta_logprobs[index] or ())
-                if parsed.stream:
-                    if first and parsed.include_prompt:
-                        deltas = [prompt_text + d for d in deltas]
-                    step = Step(
-                        texts=deltas,
-                        finish_reasons=[s.new_finish_reason() for s in sequences],
-                        num_input_tokens=num_input_tokens,
-                        num_output_tokens=delta_counts,
-                        cumulative_logprobs=[s.cumulative_logprob for s in sequences],
-                        logprobs=delta_logprobs,
-                        final=output.finished,
-                        first=first,
-                    )
+                step = accumulator.fold(output)
+                if step is not None:
                     self.responder.step(sender, step, parsed.return_flags, stream=True)
-                    first = False
-                    final_sent = output.finished
-            if parsed.stream and not final_sent:
-                self.responder.close(sender)  # the engine ended the request without a finished output
-            if not parsed.stream:
-                prefix = prompt_text if parsed.include_prompt else ""
-                step = Step(
-                    texts=[prefix + "".join(s.text) for s in sequences],
-                    finish_reasons=[s.finish_reason for s in sequences],
-                    num_input_tokens=num_input_tokens,
-                    num_output_tokens=[s.num_tokens for s in sequences],
-                    cumulative_logprobs=[s.cumulative_logprob for s in sequences],
-                    logprobs=[s.logprobs if report_logprobs else None for s in sequences],
-                    final=True,
-                )
+            step = accumulator.final()
+            if step is not None:
                 self.responder.step(sender, step, parsed.return_flags, stream=False)
+            elif not accumulator.finished:
+                self.responder.close(sender)  # the engine ended the request without a finished output
         finally:
             self.responder.unwatch(sender)
             self._active.pop(request_id, None)
@@ -452,31 +394,6 @@ def _vllm_version() -> str:
     return __version__
 
 
-def _logprob_entries(token_ids, logprobs) -> list[dict[str, Any]]:
-    """One dict per generated token, vllm_backend's shape: {token_id: {logprob, rank, decoded_token}}.
-
-    The sampled token comes first in each dict.
-    """
-    entries = []
-    for token_id, position in zip(token_ids, logprobs, strict=False):
-        ordered = {}
-        sampled = position.get(token_id)
-        if sampled is not None:
-            ordered[str(token_id)] = _logprob_dict(sampled)
-        for other_id, info in position.items():
-            if other_id != token_id:
-                ordered[str(other_id)] = _logprob_dict(info)
-        entries.append(ordered)
-    return entries
-
-
-def _logprob_dict(info) -> dict[str, Any]:
-    logprob = info.logprob
-    if logprob != logprob or logprob in (float("inf"), float("-inf")):
-        logprob = -9999.0
-    return {"logprob": logprob, "rank": info.rank, "decoded_token": info.decoded_token}
-
-
 def _classify(exc: BaseException) -> tuple[str, str]:
     """Triton error code name and message for a failed request."""
     from vllm.exceptions import VLLMClientError
@@ -486,6 +403,9 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "NOT_FOUND", str(exc)
     if isinstance(exc, EngineDeadError):
         return "UNAVAILABLE", f"engine is dead: {exc}"
-    if isinstance(exc, (RequestError, LoraError, VLLMClientError, ValueError, TypeError)):
+    # The request's own fault: our checks, and the engine's validation (vLLM raises ValueError, or its client
+    # errors, for a request it refuses, and its server answers 400 for them). Anything else (TypeError,
+    # AttributeError, KeyError, ...) is a fault of this code or the engine's: a 500, logged.
+    if isinstance(exc, (RequestError, LoraError, VLLMClientError, ValueError)):
         return "INVALID_ARG", str(exc) or exc.__class__.__name__
     return "INTERNAL", f"internal error: {exc.__class__.__name__}: {exc}"

@@ -1,91 +1,21 @@
-"""CPU placement of vLLM's engine processes when vLLM runs on CPU.
+"""Where vLLM's EngineCore runs, when vLLM runs on the CPU platform (COLOCATE_ENGINE_CORE: auto, always, never).
 
-vLLM on CPU binds its model worker (`VLLM::Worker`) to some cores and leaves the rest for everything else, but its
-scheduler process (`VLLM::EngineCore`) stays free to run anywhere. The two take turns (the core schedules a step,
-the worker computes it, the core turns its output into results) and each busy-polls while the other works, so a free
-EngineCore spends a core of its own mostly spinning, taken from tritonserver, this stub and the frontend. Giving the
-EngineCore the worker's cores makes it spin on a core that is waiting anyway: measured on a 2-core box (tiny model,
-32 streams), the EngineCore used 0.07 instead of 0.52 ms of CPU per token and the stack's throughput rose ~35%.
-With a single stream the serving processes leave the other cores mostly idle, and there a free EngineCore hands
-steps over faster (~5% more tokens/s measured): `EnginePlacement` in "auto" mode places the EngineCore only while
-at least two requests are in flight, and frees it again after half a second with fewer.
-
-Nothing happens when no worker is pinned (vLLM on GPU, or a worker allowed on every core).
+vLLM on CPU pins its model worker (`VLLM::Worker`) to some cores but leaves its scheduler process
+(`VLLM::EngineCore`) free to run anywhere; the two take turns and busy-poll while the other works. Moving the
+EngineCore onto the worker's cores frees a core for the serving processes under load; with a single stream a free
+EngineCore is a little faster, so "auto" moves it only while at least two requests are in flight and frees it again
+after half a second with fewer. This is a measured tuning for small CPU machines (the numbers: bench/README.md,
+"EngineCore placement and the spare LoRA slot"), so it applies only where its preconditions hold: vLLM on the CPU
+platform, a worker and an EngineCore found by vLLM's process titles, and a worker pinned to some of the cores.
+Otherwise `start()` says why it is skipped (logged once by the model) and nothing moves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 
-WORKER = "VLLM::Worker"
-ENGINE_CORE = "VLLM::EngineCor"  # /proc comm keeps 15 characters of "VLLM::EngineCore"
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(comm, parent pid) of a process, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-    return comm, int(raw[raw.rindex(")") + 2 :].split()[1])
-
-
-def descendants(root: int) -> dict[int, str]:
-    """Every process below `root`: pid -> comm."""
-    parents: dict[int, tuple[str, int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _stat(int(entry.name))
-            if stat is not None:
-                parents[int(entry.name)] = stat
-    found: dict[int, str] = {}
-    frontier = [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, (comm, ppid) in parents.items():
-            if ppid == parent and pid not in found:
-                found[pid] = comm
-                frontier.append(pid)
-    return found
-
-
-def _threads(pid: int) -> list[int]:
-    try:
-        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
-        return []
-
-
-def _engine_processes(root: int | None) -> tuple[set[int], list[int]]:
-    """The cores of the CPU worker(s) below `root` and the EngineCore pids; no cores when no worker is pinned."""
-    processes = descendants(os.getpid() if root is None else root)
-    worker_cores: set[int] = set()
-    for pid, comm in processes.items():
-        if comm.startswith(WORKER):
-            for tid in _threads(pid):
-                try:
-                    worker_cores |= os.sched_getaffinity(tid)
-                except OSError:
-                    continue
-    if worker_cores >= os.sched_getaffinity(0):
-        worker_cores = set()
-    return worker_cores, [pid for pid, comm in processes.items() if comm.startswith(ENGINE_CORE)]
-
-
-def _pin(pids: list[int], cores: set[int]) -> int:
-    """Set the affinity of every thread of `pids`; returns how many threads were set."""
-    threads = 0
-    for pid in pids:
-        for tid in _threads(pid):
-            try:
-                os.sched_setaffinity(tid, cores)
-                threads += 1
-            except OSError:  # the thread ended meanwhile
-                continue
-    return threads
+from procs import ENGINE_CORE, WORKER, engine_processes, set_affinity
 
 
 class EnginePlacement:
@@ -93,13 +23,14 @@ class EnginePlacement:
 
     mode "always": on the worker's cores from the start; "auto": there while at least `busy_requests` requests are
     in flight, back on every core after `free_after` seconds with fewer (needs the `loop` for that timer); "never":
-    left as vLLM placed it.
+    left as vLLM placed it. `on_cpu`: whether vLLM runs on its CPU platform (nothing is placed otherwise).
     """
 
     def __init__(
         self,
         mode: str,
         loop: asyncio.AbstractEventLoop | None = None,
+        on_cpu: bool = True,
         busy_requests: int = 2,
         free_after: float = 0.5,
     ) -> None:
@@ -107,22 +38,35 @@ class EnginePlacement:
             raise ValueError("placement mode 'auto' needs the event loop that calls update()")
         self.mode = mode
         self.loop = loop
+        self.on_cpu = on_cpu
         self.busy_requests = busy_requests
         self.free_after = free_after
         self.worker_cores: set[int] = set()
         self.engine_cores: list[int] = []
+        self.active = False  # the preconditions hold and the mode moves the EngineCore
         self.colocated = False
         self.switches = 0
         self._in_flight = 0
         self._free_timer: asyncio.TimerHandle | None = None
 
-    def start(self, root: int | None = None) -> str | None:
-        """Find the engine's processes (once the engine is up); returns what was done, or None if nothing applies."""
+    def start(self, root: int | None = None) -> str:
+        """Find the engine's processes (once the engine is up); returns what was done, or why nothing is."""
         if self.mode == "never":
-            return None
-        self.worker_cores, self.engine_cores = _engine_processes(root)
-        if not self.worker_cores or not self.engine_cores:
-            return None
+            return "EngineCore placement off (COLOCATE_ENGINE_CORE never)"
+        if not self.on_cpu:
+            return "EngineCore placement skipped: vLLM does not run on the CPU platform"
+        found = engine_processes(root)
+        if not found.workers or not found.engine_cores:
+            missing = " and ".join(
+                f"'{title}'" for title, pids in ((WORKER, found.workers), (ENGINE_CORE, found.engine_cores)) if not pids
+            )
+            return (
+                f"EngineCore placement skipped: no {missing} process found by its title "
+                f"(vLLM's process names may have changed)"
+            )
+        if not found.worker_pinned:
+            return f"EngineCore placement skipped: the CPU worker is not pinned (cores {sorted(found.worker_cores)})"
+        self.worker_cores, self.engine_cores, self.active = found.worker_cores, found.engine_cores, True
         if self.mode == "always":
             self._apply(True)
             return f"EngineCore shares the CPU worker's cores {sorted(self.worker_cores)}"
@@ -134,7 +78,7 @@ class EnginePlacement:
     def update(self, in_flight: int) -> None:
         """The number of requests in flight changed."""
         self._in_flight = in_flight
-        if self.mode != "auto" or not self.worker_cores:
+        if self.mode != "auto" or not self.active:
             return
         if in_flight >= self.busy_requests:
             if self._free_timer is not None:
@@ -151,6 +95,6 @@ class EnginePlacement:
             self._apply(False)
 
     def _apply(self, colocate: bool) -> None:
-        _pin(self.engine_cores, self.worker_cores if colocate else os.sched_getaffinity(0))
+        set_affinity(self.engine_cores, self.worker_cores if colocate else os.sched_getaffinity(0))
         self.colocated = colocate
         self.switches += 1

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from accumulator import Step
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 # How often in-flight requests are checked for cancellation by the client (each check is an IPC round trip): every
@@ -37,32 +38,6 @@ MAX_CANCEL_CHECKS_PER_SECOND = 100
 # the time), but never longer than MAX_REST_SECONDS (the most a streamed token waits for company).
 REST_RATIO = 2.0
 MAX_REST_SECONDS = 0.02
-
-
-@dataclass
-class Step:
-    """What one response carries, per sequence (text deltas when streaming, whole texts otherwise)."""
-
-    texts: list[str]
-    finish_reasons: list[str]
-    num_input_tokens: int
-    num_output_tokens: list[int]
-    cumulative_logprobs: list[float]
-    logprobs: list[list[dict[str, Any]] | None]  # None: the client did not ask for logprobs (sent as JSON null)
-    final: bool
-    first: bool = False  # the request's first streaming response: sent without waiting (as is the final one)
-
-    def absorb(self, later: Step) -> None:
-        """Fold a later streaming step of the same request into this one."""
-        for i in range(len(self.texts)):
-            self.texts[i] += later.texts[i]
-            self.num_output_tokens[i] += later.num_output_tokens[i]
-            self.finish_reasons[i] = later.finish_reasons[i] or self.finish_reasons[i]
-            if self.logprobs[i] is not None:
-                self.logprobs[i] = self.logprobs[i] + later.logprobs[i]
-        self.cumulative_logprobs = later.cumulative_logprobs
-        self.num_input_tokens = later.num_input_tokens
-        self.final = later.final
 
 
 def build_response(step: Step, return_flags: dict[str, bool]) -> pb_utils.InferenceResponse:

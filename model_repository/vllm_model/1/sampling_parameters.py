@@ -11,11 +11,25 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 
 class ParameterError(ValueError):
     """A sampling parameter is unknown or has a bad value; the message names it."""
+
+
+# Unknown keys are refused, and logged once per name (as vLLM's server logs the request fields it does not know),
+# for the first MAX_LOGGED_UNKNOWN names: what clients send that this model does not take.
+MAX_LOGGED_UNKNOWN = 256
+_logged_unknown: set[str] = set()
+
+
+def _log_unknown_once(key: str, log: Callable[[str], None] | None) -> None:
+    if log is None or key in _logged_unknown or len(_logged_unknown) >= MAX_LOGGED_UNKNOWN:
+        return
+    _logged_unknown.add(key)
+    log(f"[vllm_model] refused unknown sampling parameter '{key}' (logged once per name)")
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -169,11 +183,13 @@ def request_parameters_json(raw: str | None) -> str | None:
     return json.dumps(data) if data else None
 
 
-def parse_sampling_parameters(raw: str | bytes | None) -> tuple[dict[str, Any], dict[str, Any]]:
+def parse_sampling_parameters(
+    raw: str | bytes | None, log: Callable[[str], None] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return (sampling kwargs, request options) from the JSON text of `sampling_parameters`.
 
     Request options hold the non-sampling keys (`lora_name`, `add_special_tokens`).
-    Raises ParameterError naming the bad key.
+    Raises ParameterError naming the bad key; an unknown key is also logged with `log`, once per name.
     """
     if raw is None:
         return {}, {}
@@ -201,6 +217,7 @@ def parse_sampling_parameters(raw: str | bytes | None) -> tuple[dict[str, Any], 
             continue
         converter = _CONVERTERS.get(name)
         if converter is None:
+            _log_unknown_once(key, log)
             raise ParameterError(f"unknown sampling parameter '{key}'")
         sampling[name] = converter(key, value)
     return sampling, options
