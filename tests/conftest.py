@@ -14,21 +14,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_MODEL = REPO / ".models" / "tiny"
-TINY_LORAS = REPO / ".models" / "tiny-lora"
-MODEL_NAME = "tiny"
-# Engine arguments for every integration test and for the offline reference: same engine, same output.
-ENGINE_ARGS = {
-    "enforce_eager": True,
-    "dtype": "float32",
-    "max_model_len": 1024,
-    "max_num_seqs": 32,
-    "enable_lora": True,
-    "max_lora_rank": 8,
-}
-LORA_NAMES = ("adapter-a", "adapter-b")
-
 sys.path.insert(0, str(REPO))
+
+# The tiny model's stack as every integration test, the offline reference, the soak and the bench run it.
+from tools.tiny_stack import ENGINE_ARGS, LORA_NAMES, MODEL_NAME, PROMPTS, TINY_LORAS, TINY_MODEL  # noqa: E402, F401
 
 
 def free_port() -> int:
@@ -160,7 +149,7 @@ def run_reference(cases: list[dict], engine_args: dict | None = None) -> list[di
 
 
 # Parity cases: computed once per session by offline vLLM with the same engine arguments as the stack.
-PARITY_PROMPTS = ["def hello", "import os\nimport sys\n", "The quick brown fox", "class Parser:"]
+PARITY_PROMPTS = list(PROMPTS)
 GREEDY = {"temperature": 0, "max_tokens": 24}
 CHAT_MESSAGES = [
     [{"role": "user", "content": "Say something about Python."}],
