@@ -46,8 +46,14 @@ def test_descendants_alive_and_a_zombie():
 
 
 def test_no_engine_below_a_plain_process():
-    found = procs.engine_processes(os.getpid())
-    assert found.workers == [] and found.engine_cores == [] and not found.worker_pinned
+    # A fresh child as the root: pytest itself may have engines below it (the integration tests' session stack).
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        found = procs.engine_processes(child.pid)
+        assert found.workers == [] and found.engine_cores == [] and not found.worker_pinned
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_outside_triton_the_model_module_is_loaded_by_path_not_through_sys_path():
