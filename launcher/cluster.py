@@ -87,11 +87,19 @@ class Router:
         self.policy = policy
         self.extra = extra
         self.log_path = log_path
+        self.prometheus_port = free_port()  # chosen once: the router renames its process, hiding its arguments
         self.process: subprocess.Popen | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def healthy_workers(self) -> dict[str, bool]:
+        """The router's own view of its workers (`GET /workers`: `is_healthy` per worker URL)."""
+        with urllib.request.urlopen(f"{self.base_url}/workers", timeout=5) as response:
+            data = json.loads(response.read())
+        entries = data.get("workers", data) if isinstance(data, dict) else data
+        return {str(e.get("url")).rstrip("/"): bool(e.get("is_healthy")) for e in entries if isinstance(e, dict)}
 
     def command(self) -> list[str]:
         return [
@@ -106,7 +114,7 @@ class Router:
             *self.workers,
             *ROUTER_FLAGS,
             "--prometheus-port",
-            str(free_port()),
+            str(self.prometheus_port),
             *self.extra,
         ]
 
