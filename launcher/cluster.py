@@ -87,7 +87,7 @@ class Router:
         self.policy = policy
         self.extra = extra
         self.log_path = log_path
-        self.prometheus_port = free_port()  # chosen once: the router renames its process, hiding its arguments
+        self.prometheus_port = 0  # its metrics port, chosen at start (the router's process title hides its arguments)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -119,6 +119,7 @@ class Router:
         ]
 
     def start(self, timeout: float = 120) -> None:
+        self.prometheus_port = free_port()  # just before the start: a port picked earlier may be taken by then
         output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
             self.command(),
