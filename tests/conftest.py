@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # The tiny model's stack as every integration test, the offline reference, the soak and the bench run it.
+from launcher.triton import free_port  # noqa: E402, F401 - the tests' one free-port helper
 from tools.tiny_stack import ENGINE_ARGS, LORA_NAMES, MODEL_NAME, PROMPTS, TINY_LORAS, TINY_MODEL  # noqa: E402, F401
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pytest_collection_modifyitems(items):
