@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -438,6 +438,9 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int] = Field(default_factory=list)
 
 
+Choice = TypeVar("Choice", bound=BaseModel)
+
+
 class Envelope(BaseModel):
     """What every completion response and stream chunk starts with; `object` names the shape."""
 
@@ -445,6 +448,21 @@ class Envelope(BaseModel):
     object: str
     created: int
     model: str
+
+
+class WholeResponse(Envelope, Generic[Choice]):
+    """A response that is not streamed: every choice whole, and the request's usage."""
+
+    choices: list[Choice]
+    usage: Usage
+    system_fingerprint: str | None = None
+
+
+class StreamChunk(Envelope, Generic[Choice]):
+    """One streamed event: what it adds to some choices, and usage when there is some to report."""
+
+    choices: list[Choice]
+    usage: OptionalUsage
 
 
 class CompletionChunkChoice(BaseModel):
@@ -458,19 +476,13 @@ class CompletionChoice(CompletionChunkChoice):
     stop_reason: int | str | None = None
 
 
-class CompletionResponse(Envelope):
+class CompletionResponse(WholeResponse[CompletionChoice]):
     object: Literal["text_completion"] = "text_completion"
-    choices: list[CompletionChoice]
-    usage: Usage
-    system_fingerprint: str | None = None
 
 
-class CompletionChunk(Envelope):
-    """One streamed /v1/completions event (OpenAI reuses the response's `object` for it)."""
-
+class CompletionChunk(StreamChunk[CompletionChunkChoice]):
+    # OpenAI's streamed completions reuse the response's `object`.
     object: Literal["text_completion"] = "text_completion"
-    choices: list[CompletionChunkChoice]
-    usage: OptionalUsage
 
 
 class ModelCard(BaseModel):
@@ -524,11 +536,8 @@ class ChatChoice(BaseModel):
     finish_reason: str | None = None
 
 
-class ChatCompletionResponse(Envelope):
+class ChatCompletionResponse(WholeResponse[ChatChoice]):
     object: Literal["chat.completion"] = "chat.completion"
-    choices: list[ChatChoice]
-    usage: Usage
-    system_fingerprint: str | None = None
 
 
 class FunctionCallDelta(BaseModel):
@@ -560,10 +569,8 @@ class ChatChunkChoice(BaseModel):
     finish_reason: str | None = None
 
 
-class ChatCompletionChunk(Envelope):
+class ChatCompletionChunk(StreamChunk[ChatChunkChoice]):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    choices: list[ChatChunkChoice]
-    usage: OptionalUsage
 
 
 # ---- utility routes: /tokenize and /detokenize, in vLLM's shapes ----
