@@ -23,6 +23,9 @@ logger = logging.getLogger("frontend")
 MAX_N = 16
 MAX_LOGPROBS = 5
 
+# Unknown fields are logged once per (model, name), for the first MAX_LOGGED_UNKNOWN names: what clients send that
+# the frontend does not take, without letting clients grow the set (or the log) without bound.
+MAX_LOGGED_UNKNOWN = 256
 _logged_unknown: set[tuple[str, str]] = set()
 
 
@@ -35,7 +38,7 @@ class RequestModel(BaseModel):
     def _log_unknown_fields(self) -> RequestModel:
         for name in self.model_extra or ():
             key = (type(self).__name__, name)
-            if key not in _logged_unknown:
+            if key not in _logged_unknown and len(_logged_unknown) < MAX_LOGGED_UNKNOWN:
                 _logged_unknown.add(key)
                 logger.warning("ignored unknown request field '%s' in %s (logged once per name)", name, key[0])
         return self
