@@ -219,7 +219,7 @@ async def run_to_end(client: TritonClient, requests: list[GenerateRequest], tall
 
 
 class Renderer(Protocol):
-    """One endpoint's response shapes, from the tally of its choices. Each stream event is one model."""
+    """One endpoint's response shapes, from the tally of its choices; each stream event is one protocol.py model."""
 
     def open(self) -> list[BaseModel]:
         """The events a stream starts with, before any text (chat: the role, once per choice)."""
