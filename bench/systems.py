@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 from launcher.model_code import procs
 from launcher.stack import Stack, StackConfig
-from launcher.triton import TritonPorts, stop_group
+from launcher.triton import TritonPorts, free_port, stop_group
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,12 +34,6 @@ def colocate_engine_core(root: int) -> str | None:
         return None
     procs.set_affinity(found.engine_cores, found.worker_cores)
     return f"EngineCore shares the CPU worker's cores {sorted(found.worker_cores)}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:

@@ -9,24 +9,20 @@ from fastapi.responses import StreamingResponse
 
 from frontend.chat_template import render_chat, template_takes
 from frontend.errors import bad_request
-from frontend.generation import (
-    Observer,
-    ServedModels,
-    Tally,
-    build_requests,
-    cancel_on_disconnect,
-    run_to_end,
-    stream_response,
-)
+from frontend.generation import Part, ServedModels, Tally, build_requests, serve
 from frontend.protocol import (
     ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ChatDelta,
     ChatLogprobs,
     ChatMessage,
     ChatResponseMessage,
     ChatTokenLogprob,
     ChatTopLogprob,
+    ToolCallDelta,
     ToolCallMessage,
     Usage,
     new_id,
@@ -149,6 +145,72 @@ def response_message(text: str, body: ChatCompletionRequest, parser: str | None)
     return ChatResponseMessage(content=parsed.text_content, tool_calls=calls), True
 
 
+class ChatRenderer:
+    """/v1/chat/completions' shapes: chat.completion.chunk events while streaming (the role first, tool-call
+    deltas as the parser finds them), one ChatCompletionResponse otherwise."""
+
+    def __init__(self, model: str, num_choices: int, body: ChatCompletionRequest, parser: str | None) -> None:
+        self.id = new_id("chatcmpl")
+        self.created = now()
+        self.model = model
+        self.num_choices = num_choices
+        self.body = body
+        self.parser = parser
+        self.mode = body.tool_mode
+        self.top = body.top_logprobs or 0
+        self.tool_outputs = [new_tool_output(body, parser) for _ in range(num_choices)] if body.stream else []
+
+    def _chunk(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)
+
+    def open(self) -> list[ChatCompletionChunk]:
+        # The stream opens with the role, once per choice.
+        return [
+            self._chunk([ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))])
+            for index in range(self.num_choices)
+        ]
+
+    def delta(self, parts: list[Part], usage: Usage | None) -> ChatCompletionChunk:
+        choices = []
+        for index, text, reason, logprobs in parts:
+            tools = self.tool_outputs[index]
+            if tools is None:
+                delta = ChatDelta(content=text or None)
+            else:
+                found = tools.feed(text, final=reason is not None)
+                calls = [ToolCallDelta.model_validate(call) for call in found.tool_calls] or None
+                delta = ChatDelta(content=found.content or None, tool_calls=calls)
+                reason = tool_finish_reason(self.mode, reason, bool(tools.calls))
+            choices.append(
+                ChatChunkChoice(
+                    index=index,
+                    delta=delta,
+                    logprobs=chat_logprobs(logprobs, self.top) if self.body.logprobs else None,
+                    finish_reason=reason,
+                )
+            )
+        return self._chunk(choices, usage)
+
+    def usage(self, usage: Usage) -> ChatCompletionChunk:
+        return self._chunk([], usage)
+
+    def final(self, tally: Tally) -> ChatCompletionResponse:
+        choices = []
+        for index, state in enumerate(tally.choices):
+            message, called = response_message("".join(state.text), self.body, self.parser)
+            choices.append(
+                ChatChoice(
+                    index=index,
+                    message=message,
+                    logprobs=chat_logprobs(state.logprobs, self.top) if self.body.logprobs else None,
+                    finish_reason=tool_finish_reason(self.mode, state.finish_reason, called),
+                )
+            )
+        return ChatCompletionResponse(
+            id=self.id, created=self.created, model=self.model, choices=choices, usage=tally.usage()
+        )
+
+
 async def create_chat_completion(
     body: ChatCompletionRequest,
     request: Request,
@@ -161,86 +223,8 @@ async def create_chat_completion(
     body.check_tools()
     model_name, lora_name = await models.resolve(body.model)
     await check_auto_tools(body, models, template_override, tool_call_parser)
-    mode = body.tool_mode
     prompt = await render_prompt(body, models, template_override)
     requests = build_requests(body, [prompt], lora_name, logprobs=body.logprobs)
     tally = Tally(n=body.n, num_prompts=1)
-    request_id = new_id("chatcmpl")
-    created = now()
-    top = body.top_logprobs or 0
-
-    if not body.stream:
-        await cancel_on_disconnect(request, run_to_end(client, requests, tally, Observer(request, [prompt], body)))
-        choices = []
-        for index, state in enumerate(tally.choices):
-            message, called = response_message("".join(state.text), body, tool_call_parser)
-            choices.append(
-                ChatChoice(
-                    index=index,
-                    message=message,
-                    logprobs=chat_logprobs(state.logprobs, top) if body.logprobs else None,
-                    finish_reason=tool_finish_reason(mode, state.finish_reason, called),
-                )
-            )
-        return ChatCompletionResponse(
-            id=request_id, created=created, model=model_name, choices=choices, usage=tally.usage()
-        )
-
-    tool_outputs = [new_tool_output(body, tool_call_parser) for _ in tally.choices]
-
-    def chunk(choices: list[dict[str, Any]], usage: Usage | None = None) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "id": request_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model_name,
-            "choices": choices,
-        }
-        if usage is not None:
-            payload["usage"] = usage.model_dump()
-        return payload
-
-    def render(parts, usage: Usage | None) -> list[dict[str, Any]]:
-        if not parts:
-            # The stream opens with the role, once per choice.
-            return [
-                chunk(
-                    [
-                        {
-                            "index": i,
-                            "delta": {"role": "assistant", "content": ""},
-                            "logprobs": None,
-                            "finish_reason": None,
-                        }
-                    ]
-                )
-                for i in range(len(tally.choices))
-            ]
-        choices = []
-        for index, text, reason, logprobs in parts:
-            delta: dict[str, Any] = {"content": text} if text else {}
-            tools = tool_outputs[index]
-            if tools is not None:
-                delta = tools.feed(text, final=reason is not None).delta()
-                reason = tool_finish_reason(mode, reason, bool(tools.calls))
-            choice: dict[str, Any] = {
-                "index": index,
-                "delta": delta,
-                "logprobs": chat_logprobs(logprobs, top).model_dump() if body.logprobs else None,
-                "finish_reason": reason,
-            }
-            choices.append(choice)
-        return [chunk(choices, usage)]
-
-    def final_usage(usage: Usage) -> dict[str, Any]:
-        return chunk([], usage)
-
-    return await stream_response(
-        client,
-        requests,
-        tally,
-        render,
-        final_usage if body.include_usage else None,
-        body.continuous_usage,
-        Observer(request, [prompt], body),
-    )
+    renderer = ChatRenderer(model_name, len(tally.choices), body, tool_call_parser)
+    return await serve(request, client, requests, tally, renderer, body, [prompt])

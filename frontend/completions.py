@@ -7,17 +7,11 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from frontend.generation import (
-    Observer,
-    ServedModels,
-    Tally,
-    build_requests,
-    cancel_on_disconnect,
-    run_to_end,
-    stream_response,
-)
+from frontend.generation import Part, ServedModels, Tally, build_requests, serve
 from frontend.protocol import (
     CompletionChoice,
+    CompletionChunk,
+    CompletionChunkChoice,
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
@@ -44,6 +38,50 @@ def completion_logprobs(entries: list[dict[str, Any]], start_offset: int) -> Com
     return result
 
 
+class CompletionRenderer:
+    """/v1/completions' shapes: text_completion chunks while streaming, one CompletionResponse otherwise."""
+
+    def __init__(self, model: str, num_choices: int, logprobs: bool) -> None:
+        self.id = new_id("cmpl")
+        self.created = now()
+        self.model = model
+        self.logprobs = logprobs
+        self.offsets = [0] * num_choices  # each choice's text length so far: its logprobs' text_offset
+
+    def open(self) -> list[CompletionChunk]:
+        return []
+
+    def _chunk(self, choices: list[CompletionChunkChoice], usage: Usage | None = None) -> CompletionChunk:
+        return CompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices, usage=usage)
+
+    def delta(self, parts: list[Part], usage: Usage | None) -> CompletionChunk:
+        choices = []
+        for index, text, reason, logprobs in parts:
+            choice = CompletionChunkChoice(index=index, text=text, finish_reason=reason)
+            if self.logprobs:
+                choice.logprobs = completion_logprobs(logprobs, self.offsets[index])
+                self.offsets[index] += len(text)
+            choices.append(choice)
+        return self._chunk(choices, usage)
+
+    def usage(self, usage: Usage) -> CompletionChunk:
+        return self._chunk([], usage)
+
+    def final(self, tally: Tally) -> CompletionResponse:
+        choices = [
+            CompletionChoice(
+                index=index,
+                text="".join(state.text),
+                logprobs=completion_logprobs(state.logprobs, 0) if self.logprobs else None,
+                finish_reason=state.finish_reason,
+            )
+            for index, state in enumerate(tally.choices)
+        ]
+        return CompletionResponse(
+            id=self.id, created=self.created, model=self.model, choices=choices, usage=tally.usage()
+        )
+
+
 async def create_completion(
     body: CompletionRequest, request: Request, client: TritonClient, models: ServedModels
 ) -> CompletionResponse | StreamingResponse:
@@ -53,62 +91,5 @@ async def create_completion(
     want_logprobs = body.logprobs is not None
     requests = build_requests(body, prompts, lora_name, include_prompt=body.echo, logprobs=want_logprobs)
     tally = Tally(n=body.n, num_prompts=len(prompts))
-    request_id = new_id("cmpl")
-    created = now()
-
-    if not body.stream:
-        await cancel_on_disconnect(request, run_to_end(client, requests, tally, Observer(request, prompts, body)))
-        choices = []
-        for index, state in enumerate(tally.choices):
-            logprobs = completion_logprobs(state.logprobs, 0) if want_logprobs else None
-            choices.append(
-                CompletionChoice(
-                    index=index, text="".join(state.text), logprobs=logprobs, finish_reason=state.finish_reason
-                )
-            )
-        return CompletionResponse(
-            id=request_id, created=created, model=model_name, choices=choices, usage=tally.usage()
-        )
-
-    offsets = [0] * len(tally.choices)
-
-    def render(parts, usage: Usage | None) -> list[dict[str, Any]]:
-        if not parts:
-            return []
-        choices = []
-        for index, text, reason, logprobs in parts:
-            choice: dict[str, Any] = {"index": index, "text": text, "logprobs": None, "finish_reason": reason}
-            if want_logprobs:
-                choice["logprobs"] = completion_logprobs(logprobs, offsets[index]).model_dump()
-                offsets[index] += len(text)
-            choices.append(choice)
-        payload: dict[str, Any] = {
-            "id": request_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model_name,
-            "choices": choices,
-        }
-        if usage is not None:
-            payload["usage"] = usage.model_dump()
-        return [payload]
-
-    def final_usage(usage: Usage) -> dict[str, Any]:
-        return {
-            "id": request_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model_name,
-            "choices": [],
-            "usage": usage.model_dump(),
-        }
-
-    return await stream_response(
-        client,
-        requests,
-        tally,
-        render,
-        final_usage if body.include_usage else None,
-        body.continuous_usage,
-        Observer(request, prompts, body),
-    )
+    renderer = CompletionRenderer(model_name, len(tally.choices), want_logprobs)
+    return await serve(request, client, requests, tally, renderer, body, prompts)

@@ -1,4 +1,5 @@
-"""What completions and chat share: model resolution, running prompts through Triton, usage, errors, disconnects."""
+"""What completions and chat share: model resolution, running prompts through Triton, usage, errors, disconnects,
+and serve(): one request answered whole or streamed, through the endpoint's Renderer."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from frontend.errors import APIError, model_not_found
 from frontend.protocol import ModelCard, ModelList, SamplingRequest, Usage
@@ -101,6 +103,15 @@ class ChoiceState:
     logprobs: list[dict[str, Any]] = field(default_factory=list)
 
 
+class Part(NamedTuple):
+    """What one model response adds to one choice (only parts that add something are made)."""
+
+    index: int  # the choice: prompt index × n + sample
+    text: str
+    finish_reason: str | None  # set once, on the part that finishes the choice
+    logprobs: list[dict[str, Any]]  # the model's per-token {token_id: {logprob, rank, decoded_token}}
+
+
 @dataclass
 class Tally:
     """Accumulated choices and token counts across all prompts of a request."""
@@ -114,8 +125,8 @@ class Tally:
         self.choices = [ChoiceState() for _ in range(self.n * self.num_prompts)]
         self.prompt_tokens = [0] * self.num_prompts
 
-    def add(self, chunk: GenerationChunk) -> list[tuple[int, str, str | None, list[dict[str, Any]]]]:
-        """Fold one chunk in; return its non-empty (choice index, text delta, finish reason, logprobs) parts."""
+    def add(self, chunk: GenerationChunk) -> list[Part]:
+        """Fold one chunk in; return the parts of it that add text, a finish reason or logprobs."""
         self.prompt_tokens[chunk.prompt_index] = chunk.num_input_tokens
         parts = []
         for seq, text in enumerate(chunk.texts):
@@ -131,7 +142,7 @@ class Tally:
             else:
                 reason = None
             if text or reason or logprobs:
-                parts.append((index, text, reason, logprobs))
+                parts.append(Part(index, text, reason, logprobs))
         return parts
 
     def usage(self) -> Usage:
@@ -207,16 +218,57 @@ async def run_to_end(client: TritonClient, requests: list[GenerateRequest], tall
     return tally
 
 
+class Renderer(Protocol):
+    """One endpoint's response shapes, from the tally of its choices; each stream event is one protocol.py model."""
+
+    def open(self) -> list[BaseModel]:
+        """The events a stream starts with, before any text (chat: the role, once per choice)."""
+        ...
+
+    def delta(self, parts: list[Part], usage: Usage | None) -> BaseModel:
+        """The event for what one model response added (`usage` so far with continuous_usage_stats)."""
+        ...
+
+    def usage(self, usage: Usage) -> BaseModel:
+        """The last event before [DONE] when stream_options.include_usage: no choices, the request's usage."""
+        ...
+
+    def final(self, tally: Tally) -> BaseModel:
+        """The whole response of a request that is not streamed."""
+        ...
+
+
+async def serve(
+    request: Request,
+    client: TritonClient,
+    requests: list[GenerateRequest],
+    tally: Tally,
+    renderer: Renderer,
+    body: SamplingRequest,
+    prompts: list[str | list[int]],
+) -> BaseModel | StreamingResponse:
+    """Run the request's generations and answer: the whole response, or (body.stream) an SSE stream of chunks."""
+    observer = Observer(request, prompts, body)
+    if not body.stream:
+        await cancel_on_disconnect(request, run_to_end(client, requests, tally, observer))
+        return renderer.final(tally)
+    return await stream_response(client, requests, tally, renderer, body, observer)
+
+
 async def stream_response(
     client: TritonClient,
     requests: list[GenerateRequest],
     tally: Tally,
-    render: Callable[[list[tuple[int, str, str | None, list[dict[str, Any]]]], Usage | None], list[dict]],
-    final_usage: Callable[[Usage], dict[str, Any]] | None,
-    continuous_usage: bool,
+    renderer: Renderer,
+    body: SamplingRequest,
     observer: Observer,
 ) -> StreamingResponse:
-    """Stream chunks as SSE. The first model response is awaited before answering, so early errors get a status."""
+    """Stream chunks as SSE. The first model response is awaited before answering, so early errors get a status.
+
+    The events: renderer.open(), one renderer.delta() per model response that adds something, an OpenAI error
+    event if the model fails on the way, renderer.usage() when asked for, then [DONE].
+    """
+    continuous_usage = body.continuous_usage
     chunks = merged_generations(client, requests)
     try:
         first = await chunks.__anext__()
@@ -226,18 +278,17 @@ async def stream_response(
         await chunks.aclose()
         raise observer.failed(exc) from None
 
-    async def body() -> AsyncIterator[bytes]:
+    async def events() -> AsyncIterator[bytes]:
         try:
-            for payload in render([], None):
-                yield sse(payload)
+            for event in renderer.open():
+                yield sse(event)
             pending = [first] if first is not None else []
             while True:
                 chunk = pending.pop() if pending else await chunks.__anext__()
                 parts = tally.add(chunk)
                 if parts:
                     observer.first_text()
-                    for payload in render(parts, tally.usage() if continuous_usage else None):
-                        yield sse(payload)
+                    yield sse(renderer.delta(parts, tally.usage() if continuous_usage else None))
         except StopAsyncIteration:
             pass
         except TritonError as exc:
@@ -245,11 +296,11 @@ async def stream_response(
         finally:
             await chunks.aclose()
             observer.done(tally)
-        if final_usage is not None:
-            yield sse(final_usage(tally.usage()))
+        if body.include_usage:
+            yield sse(renderer.usage(tally.usage()))
         yield DONE
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def build_requests(

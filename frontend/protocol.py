@@ -1,41 +1,63 @@
-"""OpenAI request/response models, and the one mapping from OpenAI fields to the model's sampling_parameters.
+"""OpenAI request/response models (stream chunks included), and the one mapping from OpenAI fields to the model's
+sampling_parameters.
 
-Ranges are validated here (pydantic), once. Unknown extra fields are tolerated, as vLLM does; fields we know
-and cannot honour are rejected with a 400 naming them.
+Ranges are validated here (pydantic), once. Unknown extra fields are tolerated, as vLLM does, and logged once per
+name (RequestModel); fields we know and cannot honour are rejected with a 400 naming them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from frontend.errors import bad_request
 from frontend.tool_calls import named_schema, required_schema
 
+logger = logging.getLogger("frontend")
+
 MAX_N = 16
 MAX_LOGPROBS = 5
 
+# Unknown fields are logged once per (model, name), for the first MAX_LOGGED_UNKNOWN names: what clients send that
+# the frontend does not take, without letting clients grow the set (or the log) without bound.
+MAX_LOGGED_UNKNOWN = 256
+_logged_unknown: set[tuple[str, str]] = set()
 
-class StreamOptions(BaseModel):
+
+class RequestModel(BaseModel):
+    """A request body, or a part of one: unknown fields are tolerated, as vLLM does, and logged once per name."""
+
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _log_unknown_fields(self) -> RequestModel:
+        for name in self.model_extra or ():
+            key = (type(self).__name__, name)
+            if key not in _logged_unknown and len(_logged_unknown) < MAX_LOGGED_UNKNOWN:
+                _logged_unknown.add(key)
+                logger.warning("ignored unknown request field '%s' in %s (logged once per name)", name, key[0])
+        return self
+
+
+class StreamOptions(RequestModel):
     include_usage: bool = False
     continuous_usage_stats: bool = False
 
 
-class JsonSchemaFormat(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+class JsonSchemaFormat(RequestModel):
+    model_config = ConfigDict(populate_by_name=True)
     name: str = "schema"
     description: str | None = None
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ResponseFormat(RequestModel):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -54,10 +76,8 @@ Count = Annotated[int, Field(ge=1, le=INT64_MAX)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 
-class SamplingRequest(BaseModel):
+class SamplingRequest(RequestModel):
     """Fields shared by completions and chat completions, and their mapping to sampling_parameters."""
-
-    model_config = ConfigDict(extra="allow")
 
     model: str
     n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
@@ -216,8 +236,7 @@ class CompletionRequest(SamplingRequest):
         return self.logprobs
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class TextPart(RequestModel):
     type: Literal["text"]
     text: str
 
@@ -225,8 +244,7 @@ class TextPart(BaseModel):
 # ---- tool calling: OpenAI's tools, tool_choice and tool-call messages ----
 
 
-class FunctionDefinition(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class FunctionDefinition(RequestModel):
     name: Annotated[str, Field(min_length=1, max_length=64)]
     description: str | None = None
     parameters: dict[str, Any] | None = None
@@ -245,33 +263,28 @@ class FunctionDefinition(BaseModel):
         return value
 
 
-class Tool(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class Tool(RequestModel):
     type: Literal["function"] = "function"
     function: FunctionDefinition
 
 
-class NamedFunction(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class NamedFunction(RequestModel):
     name: Annotated[str, Field(min_length=1)]
 
 
-class NamedToolChoice(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class NamedToolChoice(RequestModel):
     type: Literal["function"] = "function"
     function: NamedFunction
 
 
-class FunctionCall(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class FunctionCall(RequestModel):
     name: str
     arguments: str
 
 
-class ToolCallMessage(BaseModel):
+class ToolCallMessage(RequestModel):
     """A tool call: in an assistant message the client sends back, and in our responses."""
 
-    model_config = ConfigDict(extra="allow")
     id: str | None = None
     type: Literal["function"] = "function"
     function: FunctionCall
@@ -288,8 +301,7 @@ class ToolCallMessage(BaseModel):
 # ---- end of the tool-calling block ----
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ChatMessage(RequestModel):
     role: Annotated[str, Field(min_length=1)]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -414,6 +426,14 @@ class Usage(BaseModel):
     total_tokens: int = 0
 
 
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+# Left out of the JSON when None (OpenAI's chunks carry `usage` only when there is one, deltas only what changed).
+OptionalUsage = Annotated[Usage | None, Field(default=None, exclude_if=_is_none)]
+
+
 class CompletionLogprobs(BaseModel):
     tokens: list[str] = Field(default_factory=list)
     token_logprobs: list[float | None] = Field(default_factory=list)
@@ -421,22 +441,51 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int] = Field(default_factory=list)
 
 
-class CompletionChoice(BaseModel):
+Choice = TypeVar("Choice", bound=BaseModel)
+
+
+class Envelope(BaseModel):
+    """What every completion response and stream chunk starts with; `object` names the shape."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+
+
+class WholeResponse(Envelope, Generic[Choice]):
+    """A response that is not streamed: every choice whole, and the request's usage."""
+
+    choices: list[Choice]
+    usage: Usage
+    system_fingerprint: str | None = None
+
+
+class StreamChunk(Envelope, Generic[Choice]):
+    """One streamed event: what it adds to some choices, and usage when there is some to report."""
+
+    choices: list[Choice]
+    usage: OptionalUsage
+
+
+class CompletionChunkChoice(BaseModel):
     index: int
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
+
+
+class CompletionChoice(CompletionChunkChoice):
     stop_reason: int | str | None = None
 
 
-class CompletionResponse(BaseModel):
-    id: str
+class CompletionResponse(WholeResponse[CompletionChoice]):
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage
-    system_fingerprint: str | None = None
+
+
+class CompletionChunk(StreamChunk[CompletionChunkChoice]):
+    # OpenAI's streamed completions reuse the response's `object`.
+    object: Literal["text_completion"] = "text_completion"
 
 
 class ModelCard(BaseModel):
@@ -454,14 +503,12 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-class LoadLoraRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class LoadLoraRequest(RequestModel):
     lora_name: Annotated[str, Field(min_length=1)]
     lora_path: Annotated[str, Field(min_length=1)]
 
 
-class UnloadLoraRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class UnloadLoraRequest(RequestModel):
     lora_name: Annotated[str, Field(min_length=1)]
 
 
@@ -492,23 +539,49 @@ class ChatChoice(BaseModel):
     finish_reason: str | None = None
 
 
-class ChatCompletionResponse(BaseModel):
-    id: str
+class ChatCompletionResponse(WholeResponse[ChatChoice]):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[ChatChoice]
-    usage: Usage
-    system_fingerprint: str | None = None
+
+
+class FunctionCallDelta(BaseModel):
+    name: Annotated[str | None, Field(exclude_if=_is_none)] = None
+    arguments: Annotated[str | None, Field(exclude_if=_is_none)] = None
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of a streamed tool call: its first piece has the id, type and name, later ones more arguments."""
+
+    index: int
+    id: Annotated[str | None, Field(exclude_if=_is_none)] = None
+    type: Annotated[Literal["function"] | None, Field(exclude_if=_is_none)] = None
+    function: Annotated[FunctionCallDelta | None, Field(exclude_if=_is_none)] = None
+
+
+class ChatDelta(BaseModel):
+    """What one chunk adds to a choice's message; only the fields it adds are sent."""
+
+    role: Annotated[Literal["assistant"] | None, Field(exclude_if=_is_none)] = None
+    content: Annotated[str | None, Field(exclude_if=_is_none)] = None
+    tool_calls: Annotated[list[ToolCallDelta] | None, Field(exclude_if=_is_none)] = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(StreamChunk[ChatChunkChoice]):
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
 
 
 # ---- utility routes: /tokenize and /detokenize, in vLLM's shapes ----
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(RequestModel):
     """vLLM's /tokenize: a completion `prompt`, or chat `messages` rendered as /v1/chat/completions renders them."""
 
-    model_config = ConfigDict(extra="allow")
     model: str | None = None
     prompt: str | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
@@ -534,8 +607,7 @@ class TokenizeResponse(BaseModel):
     token_strs: list[str] | None = None
 
 
-class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class DetokenizeRequest(RequestModel):
     model: str | None = None
     tokens: TokenIds
 
@@ -550,8 +622,7 @@ class DetokenizeResponse(BaseModel):
 # ---- embeddings: /v1/embeddings in OpenAI's shapes ----
 
 
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class EmbeddingRequest(RequestModel):
     model: str
     input: str | list[str] | TokenIds | list[TokenIds]
     encoding_format: Literal["float", "base64"] = "float"

@@ -8,6 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from frontend.tool_calls import TOOL_CALL_PARSERS
+from launcher.model_code import model_module
+
+# The one boolean parser, shared with the model (model_repository/vllm_model/1/booleans.py).
+booleans = model_module("booleans")
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,10 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be true or false, got {raw!r}")
+    parsed = booleans.parse_bool(raw)
+    if parsed is None:
+        raise ValueError(f"{name} must be true or false ({booleans.SPELLINGS}), got {raw!r}")
+    return parsed
 
 
 def _read_key_file(path: str) -> str:

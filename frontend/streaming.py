@@ -7,15 +7,22 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from frontend.triton import GenerateRequest, GenerationChunk, TritonClient
 
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def sse(payload: dict[str, Any]) -> bytes:
-    """One SSE event carrying a JSON object."""
-    return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n\n"
+def sse(payload: BaseModel | dict[str, Any]) -> bytes:
+    """One SSE event carrying a JSON object: a stream chunk model, or an error body."""
+    if isinstance(payload, BaseModel):
+        # model_dump_json's bytes, without the str round trip.
+        data = payload.__pydantic_serializer__.to_json(payload)
+    else:
+        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return b"data: " + data + b"\n\n"
 
 
 _END = object()

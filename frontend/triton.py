@@ -13,7 +13,7 @@ import logging
 import struct
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -75,7 +75,6 @@ class GenerationChunk:
     logprobs: list[list[dict[str, Any]]] | None = None
     final: bool = False
     prompt_index: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _tensor(name: str, datatype: str, shape: list[int]) -> service_pb2.ModelInferRequest.InferInputTensor:

@@ -12,18 +12,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from launcher.stack import REPO, Stack, StackConfig, log
-from launcher.triton import TritonPorts, stop_group
+from launcher.triton import TritonPorts, free_port, http_answers, start_group, stop_group, wait_until
 
 # Router settings for replicas that drain: probe /health every second and take a replica out after one failed
 # probe; a request refused by a draining replica (503) or a dead one (connection refused) is retried elsewhere.
@@ -46,12 +44,6 @@ ROUTER_FLAGS = [
     "--retry-max-backoff-ms",
     "2000",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def router_binary() -> str:
@@ -120,25 +112,9 @@ class Router:
 
     def start(self, timeout: float = 120) -> None:
         self.prometheus_port = free_port()  # just before the start: a port picked earlier may be taken by then
-        output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            self.command(),
-            stdout=output,
-            stderr=subprocess.STDOUT if output else None,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"vllm-router exited with code {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/v1/models", timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"vllm-router did not serve /v1/models within {timeout:.0f} s")
+        self.process = start_group(self.command(), self.log_path)
+        models = f"{self.base_url}/v1/models"
+        wait_until(self.process, lambda: http_answers(models, timeout=5), timeout, "vllm-router", "serve /v1/models")
 
     def stop(self) -> None:
         if self.process is not None:

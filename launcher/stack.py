@@ -8,12 +8,10 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launcher.triton import TritonPorts, TritonProcess, stop_group
+from launcher.triton import TritonPorts, TritonProcess, http_answers, start_group, stop_group, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 GENERATION_MODEL = "vllm_model"
@@ -172,27 +170,12 @@ class FrontendProcess:
         env.pop("API_KEY", None)
         if self.api_key:
             env["API_KEY"] = self.api_key
-        output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "frontend", *self.args],
-            cwd=str(REPO),
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT if output else None,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"frontend exited with code {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/health", timeout=2):
-                    return
-            except urllib.error.HTTPError:
-                return  # it answers (e.g. 401 with closed health routes)
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        raise TimeoutError(f"frontend did not answer /health within {timeout:.0f} s")
+        command = [sys.executable, "-m", "frontend", *self.args]
+        self.process = start_group(command, self.log_path, cwd=str(REPO), env=env)
+        # Any answer will do (e.g. 401 with closed health routes).
+        health = f"{self.base_url}/health"
+        answers = lambda: http_answers(health, any_status=True)  # noqa: E731
+        wait_until(self.process, answers, timeout, "frontend", "answer /health", poll=0.2)
 
     def stop(self) -> None:
         """SIGTERM (the frontend drains: requests in flight finish, up to its shutdown timeout), then end what is

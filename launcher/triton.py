@@ -11,14 +11,17 @@ import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from launcher.model_code import procs
 
@@ -141,25 +144,14 @@ class TritonProcess:
     def start(self) -> None:
         layout = prepare_layout(self.work_dir)
         env = {**os.environ, **layout.env, **self.extra_env}
-        output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            self.command(layout),
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT if output else None,
-            start_new_session=True,
-        )
+        self.process = start_group(self.command(layout), self.log_path, env=env)
 
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.http}"
 
     def is_ready(self, model: str = "vllm_model") -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/models/{model}/ready", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_answers(f"{self.http_url}/v2/models/{model}/ready")
 
     def wait_ready(self, timeout: float, model: str = "vllm_model", progress=None) -> None:
         """Block until the model is ready; raise if the server exits or the time runs out."""
@@ -207,6 +199,64 @@ def shm_regions_of_group(pgid: int | None) -> set[str]:
             if path.startswith("/dev/shm/"):
                 regions.add(path)
     return regions
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports free on 127.0.0.1 now (all held open together while they are picked)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    return free_ports(1)[0]
+
+
+def start_group(
+    command: Sequence[str], log_path: str | os.PathLike[str] | None = None, **popen: Any
+) -> subprocess.Popen:
+    """Start `command` as the leader of a process group of its own (stop it with stop_group); its output is
+    appended to `log_path`, or goes where ours goes."""
+    output = open(log_path, "ab") if log_path else None  # noqa: SIM115 - closed below; the child keeps its copy
+    try:
+        return subprocess.Popen(
+            list(command), stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True, **popen
+        )
+    finally:
+        if output is not None:
+            output.close()
+
+
+def http_answers(url: str, timeout: float = 2.0, any_status: bool = False) -> bool:
+    """Whether `url` answers 200 (any_status: answers at all, an error status included)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except urllib.error.HTTPError:
+        return any_status
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_until(
+    process: subprocess.Popen, ready: Callable[[], bool], timeout: float, name: str, waiting_for: str, poll: float = 0.5
+) -> None:
+    """Poll `ready()` until it holds; RuntimeError if `process` exits first, TimeoutError after `timeout` seconds
+    ("{name} did not {waiting_for} within ...")."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {process.returncode}")
+        if ready():
+            return
+        time.sleep(poll)
+    raise TimeoutError(f"{name} did not {waiting_for} within {timeout:.0f} s")
 
 
 def stop_group(process: subprocess.Popen, timeout: float) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -17,13 +17,20 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # The tiny model's stack as every integration test, the offline reference, the soak and the bench run it.
+from launcher.triton import free_port  # noqa: E402, F401 - the tests' one free-port helper
 from tools.tiny_stack import ENGINE_ARGS, LORA_NAMES, MODEL_NAME, PROMPTS, TINY_LORAS, TINY_MODEL  # noqa: E402, F401
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def log_tail(path: Path, chars: int = 6000) -> str:
+    """The end of a server's log ("" when it has none yet)."""
+    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def dump_logs(paths: Iterable[Path], chars: int = 6000) -> None:
+    """Print the ends of server logs to stderr: what a test shows when a server it started fails."""
+    for path in paths:
+        if path.exists():
+            sys.stderr.write(f"\n---- {path} (tail) ----\n{log_tail(path, chars)}\n")
 
 
 def pytest_collection_modifyitems(items):
@@ -84,10 +91,7 @@ def running_stack(
     try:
         running.start()
     except BaseException:
-        for name in ("triton.log", "frontend.log"):
-            path = log_dir / name
-            if path.exists():
-                sys.stderr.write(f"\n---- {name} (tail) ----\n" + path.read_text(errors="replace")[-6000:])
+        dump_logs([log_dir / "triton.log", log_dir / "frontend.log"])
         raise
     try:
         yield running

@@ -35,7 +35,6 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bench.load import percentile
 from launcher.model_code import procs
+from launcher.triton import free_port
 from tools.tiny_stack import BASE_ENGINE_ARGS, PROMPTS, REPO, TINY_MODEL
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -458,13 +459,6 @@ def engine_idle(metrics_url: str | None, timeout: float = 20.0) -> dict[str, Any
         time.sleep(0.5)
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
 def latency_summary(records: list[Record], duration: float) -> dict[str, Any]:
     """p50/p99 of the complete, correct requests started in the first and in the last third of the run."""
     summary = {}
@@ -478,8 +472,8 @@ def latency_summary(records: list[Record], duration: float) -> dict[str, Any]:
         for name, values in thirds.items():
             entry[name] = {
                 "count": len(values),
-                "p50_s": _round(_percentile(values, 50)),
-                "p99_s": _round(_percentile(values, 99)),
+                "p50_s": _round(percentile(values, 50) if values else None),
+                "p99_s": _round(percentile(values, 99) if values else None),
             }
         for q in ("p50_s", "p99_s"):
             first, last = entry["first_third"][q], entry["last_third"][q]
@@ -642,12 +636,6 @@ def _pct(value: float | None) -> str:
 # ---- its own stack ----
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_stack(log_dir: Path, api_key: str | None = None):
     """The tiny model's stack on free ports (built first if missing), as the integration tests run it."""
     from launcher.stack import Stack, StackConfig
@@ -658,8 +646,8 @@ def start_stack(log_dir: Path, api_key: str | None = None):
     stack = Stack(
         StackConfig(
             model=str(TINY_MODEL),
-            port=_free_port(),
-            triton_ports=TritonPorts(http=_free_port(), grpc=_free_port(), metrics=_free_port()),
+            port=free_port(),
+            triton_ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
             api_key=api_key,
             engine_args=BASE_ENGINE_ARGS,
             run_dir=log_dir / "run",

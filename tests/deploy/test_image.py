@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -18,6 +17,7 @@ import urllib.request
 import openai
 import pytest
 
+from launcher.triton import free_ports
 from tests.deploy.conftest import REPO
 
 IMAGE = os.environ.get("IMAGE", "triton-vllm-openai:cpu")
@@ -37,17 +37,6 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
     if check and result.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
     return result.stdout.strip()
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def status(url: str) -> int | None:

@@ -17,7 +17,7 @@ import httpx
 
 from launcher.model_code import procs
 from launcher.triton import kill_group
-from tests.conftest import ENGINE_ARGS, MODEL_NAME, REPO, TINY_MODEL, ensure_models, free_port
+from tests.conftest import ENGINE_ARGS, MODEL_NAME, REPO, TINY_MODEL, ensure_models, free_port, log_tail
 
 
 def wait_for(predicate, timeout: float) -> bool:
@@ -54,7 +54,7 @@ def test_make_serve_launcher_serves_and_stops_cleanly(tmp_path):
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            assert launcher.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert launcher.poll() is None, log_tail(tmp_path / "serve.log", 3000)
             try:
                 if httpx.get(f"{frontend}/health/ready", timeout=5).status_code == 200:
                     break

@@ -104,6 +104,22 @@ def served_chat(client, model: str, messages: list[dict]) -> dict:
     }
 
 
+def cases(prompts: list[str], chats: list[list[dict]]) -> list:
+    """One ("completion", prompt) case per prompt and one ("chat", messages) case per conversation."""
+    return [pytest.param("completion", prompt, id=f"completion-{i}") for i, prompt in enumerate(prompts)] + [
+        pytest.param("chat", messages, id=f"chat-{i}") for i, messages in enumerate(chats)
+    ]
+
+
+def check_greedy_equals_transformers(client, model: str, model_dir: str, kind: str, case) -> None:
+    """Serve one completion or chat case greedily and compare it with transformers fp32 on the same prompt ids."""
+    if kind == "completion":
+        ids, served, label = hf.text_prompt_ids(model_dir, case), served_completion(client, model, case), repr(case)
+    else:
+        ids, served, label = hf.chat_prompt_ids(model_dir, case), served_chat(client, model, case), f"chat {case!r}"
+    assert_matches_reference(served, hf.greedy(model_dir, ids, N_TOKENS, TOP_K), model_dir, label)
+
+
 def _assert_top_values(served: list[float], reference: list[float], label: str, all_k: bool) -> float:
     """Served top-k values (best first) against the reference's. OpenAI's completions shape is a dict keyed by the
     token's text, so tokens that decode alike (bytes of one UTF-8 character) collapse into one entry there: each
@@ -151,22 +167,9 @@ def assert_matches_reference(served: dict, reference: hf.Greedy, model_dir: str,
 # ---- the tiny test model (session stack, float32) ----
 
 
-@pytest.mark.parametrize("index", range(len(TINY_PROMPTS)))
-def test_tiny_completion_equals_transformers(openai_client, index):
-    model_dir = str(TINY_MODEL)
-    prompt = TINY_PROMPTS[index]
-    reference = hf.greedy(model_dir, hf.text_prompt_ids(model_dir, prompt), N_TOKENS, TOP_K)
-    served = served_completion(openai_client, MODEL_NAME, prompt)
-    assert_matches_reference(served, reference, model_dir, repr(prompt))
-
-
-@pytest.mark.parametrize("index", range(len(TINY_CHATS)))
-def test_tiny_chat_equals_transformers(openai_client, index):
-    model_dir = str(TINY_MODEL)
-    messages = TINY_CHATS[index]
-    reference = hf.greedy(model_dir, hf.chat_prompt_ids(model_dir, messages), N_TOKENS, TOP_K)
-    served = served_chat(openai_client, MODEL_NAME, messages)
-    assert_matches_reference(served, reference, model_dir, f"chat {index}")
+@pytest.mark.parametrize("kind,case", cases(TINY_PROMPTS, TINY_CHATS))
+def test_tiny_model_equals_transformers(openai_client, kind, case):
+    check_greedy_equals_transformers(openai_client, MODEL_NAME, str(TINY_MODEL), kind, case)
 
 
 @pytest.mark.parametrize("adapter", LORA_NAMES)
@@ -228,22 +231,10 @@ def test_readme_first_question_is_answered_as_transformers_does(default_client, 
     assert "Paris" in expected  # what the README promises: transformers fp32 says so
 
 
-@pytest.mark.parametrize("index", range(len(DEFAULT_PROMPTS)))
-def test_default_model_completion_equals_transformers(default_client, default_model, index):
+@pytest.mark.parametrize("kind,case", cases(DEFAULT_PROMPTS, DEFAULT_CHATS))
+def test_default_model_equals_transformers(default_client, default_model, kind, case):
     name, model_dir = default_model
-    prompt = DEFAULT_PROMPTS[index]
-    reference = hf.greedy(model_dir, hf.text_prompt_ids(model_dir, prompt), N_TOKENS, TOP_K)
-    served = served_completion(default_client, name, prompt)
-    assert_matches_reference(served, reference, model_dir, repr(prompt))
-
-
-@pytest.mark.parametrize("index", range(len(DEFAULT_CHATS)))
-def test_default_model_chat_equals_transformers(default_client, default_model, index):
-    name, model_dir = default_model
-    messages = DEFAULT_CHATS[index]
-    reference = hf.greedy(model_dir, hf.chat_prompt_ids(model_dir, messages), N_TOKENS, TOP_K)
-    served = served_chat(default_client, name, messages)
-    assert_matches_reference(served, reference, model_dir, f"chat {index}")
+    check_greedy_equals_transformers(default_client, name, model_dir, kind, case)
 
 
 # ---- the model's generation config supplies defaults ----

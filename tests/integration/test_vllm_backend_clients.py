@@ -96,6 +96,30 @@ def create_vllm_request(
     }
 
 
+def send_vllm_request(
+    client,
+    prompt,
+    request_id,
+    stream,
+    sampling_parameters,
+    model_name=MODEL,
+    send_parameters_as_tensor=True,
+    exclude_input_in_output=None,
+) -> None:
+    """create_vllm_request sent on the client's open stream, as their tests send it: the sampling parameters also
+    as Triton request parameters."""
+    request = create_vllm_request(
+        prompt, request_id, stream, sampling_parameters, model_name, send_parameters_as_tensor, exclude_input_in_output
+    )
+    client.async_stream_infer(
+        model_name=model_name,
+        request_id=request["request_id"],
+        inputs=request["inputs"],
+        outputs=request["outputs"],
+        parameters=sampling_parameters,
+    )
+
+
 def callback(results: queue.Queue, result, error):
     results.put(error if error else result)
 
@@ -107,7 +131,8 @@ def run_vllm_requests(url, prompts, sampling_parameters, stream=False, send_para
     client.start_stream(callback=partial(callback, results))
     try:
         for i, prompt in enumerate(prompts):
-            request = create_vllm_request(
+            send_vllm_request(
+                client,
                 prompt,
                 i,
                 stream,
@@ -115,13 +140,6 @@ def run_vllm_requests(url, prompts, sampling_parameters, stream=False, send_para
                 MODEL,
                 send_parameters_as_tensor,
                 exclude_input_in_output=exclude,
-            )
-            client.async_stream_infer(
-                model_name=MODEL,
-                request_id=request["request_id"],
-                inputs=request["inputs"],
-                outputs=request["outputs"],
-                parameters=sampling_parameters,
             )
         texts = {}
         for _ in prompts:
@@ -361,16 +379,7 @@ def test_request_cancellation(triton_grpc_url, triton):
     params = {"temperature": "0", "top_p": "1", "max_tokens": "900", "ignore_eos": "true"}
     with grpcclient.InferenceServerClient(url=triton_grpc_url) as client:
         client.start_stream(callback=partial(callback, results))
-        request = create_vllm_request(
-            "Write an original and creative poem of at least 200 words.", "1", False, params, MODEL
-        )
-        client.async_stream_infer(
-            model_name=MODEL,
-            request_id=request["request_id"],
-            inputs=request["inputs"],
-            outputs=request["outputs"],
-            parameters=params,
-        )
+        send_vllm_request(client, "Write an original and creative poem of at least 200 words.", "1", False, params)
         deadline = time.monotonic() + 60
         while triton.control("stats")["active_requests"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -18,8 +18,8 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from launcher.stack import engine_environment
 from launcher.triton import TritonPorts, TritonProcess
-from tests.conftest import ENGINE_ARGS, REPO, TINY_MODEL, ensure_models, free_port
-from tests.integration.test_vllm_backend_clients import PROMPTS, SAMPLING_PARAMETERS, create_vllm_request
+from tests.conftest import ENGINE_ARGS, REPO, TINY_MODEL, ensure_models, free_port, log_tail
+from tests.integration.test_vllm_backend_clients import PROMPTS, SAMPLING_PARAMETERS, send_vllm_request
 
 # Three engine starts on a server of their own: 9-15 min on a 2-core box. `make test-vllm-backend` runs them.
 pytestmark = pytest.mark.skipif(
@@ -109,7 +109,7 @@ def explicit_server(tmp_path_factory):
                 break
         except httpx.HTTPError:
             pass
-        assert time.monotonic() < deadline, log.read_text(errors="replace")[-4000:]
+        assert time.monotonic() < deadline, log_tail(log, 4000)
         time.sleep(0.5)
     yield server, f"127.0.0.1:{ports.grpc}", log
     server.stop()
@@ -120,14 +120,7 @@ def _generate(url: str, model: str, params_as_tensor: bool) -> list[str]:
     with grpcclient.InferenceServerClient(url) as client:
         client.start_stream(callback=lambda result, error: results.append(error or result))
         for i, prompt in enumerate(PROMPTS):
-            request = create_vllm_request(prompt, i, False, SAMPLING_PARAMETERS, model, params_as_tensor)
-            client.async_stream_infer(
-                model_name=model,
-                request_id=request["request_id"],
-                inputs=request["inputs"],
-                outputs=request["outputs"],
-                parameters=SAMPLING_PARAMETERS,
-            )
+            send_vllm_request(client, prompt, i, False, SAMPLING_PARAMETERS, model, params_as_tensor)
         client.stop_stream()
     assert len(results) == len(PROMPTS)
     assert not any(isinstance(r, InferenceServerException) for r in results), results

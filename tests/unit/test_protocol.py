@@ -315,3 +315,41 @@ def test_bad_prompts_rejected(prompt):
 
 def test_repetition_penalty_above_two_is_accepted_as_vllm_does():
     assert request(repetition_penalty=3.5).to_sampling_parameters()["repetition_penalty"] == 3.5
+
+
+# ---- unknown fields: tolerated, logged once per name ----
+
+
+def test_unknown_fields_are_ignored_and_logged_once_per_name(caplog, monkeypatch):
+    from frontend import protocol
+    from frontend.protocol import ChatCompletionRequest
+
+    monkeypatch.setattr(protocol, "_logged_unknown", set())
+    caplog.set_level("WARNING", logger="frontend")
+    body = {"model": "m", "messages": [{"role": "user", "content": "x", "mood": "sunny"}], "best_guess": 1}
+    for _ in range(3):
+        parsed = ChatCompletionRequest(**body)
+    assert "best_guess" not in parsed.to_sampling_parameters()
+    logged = [r.getMessage() for r in caplog.records if "unknown request field" in r.getMessage()]
+    assert logged == [
+        "ignored unknown request field 'mood' in ChatMessage (logged once per name)",
+        "ignored unknown request field 'best_guess' in ChatCompletionRequest (logged once per name)",
+    ]
+    caplog.clear()
+    request(temperature=0.5, top_n=2)
+    assert [r.getMessage() for r in caplog.records] == [
+        "ignored unknown request field 'top_n' in CompletionRequest (logged once per name)"
+    ]
+    caplog.clear()
+    request(logprobs=1)  # known fields: nothing logged
+    assert not caplog.records
+
+
+def test_unknown_field_names_logged_are_bounded(caplog, monkeypatch):
+    from frontend import protocol
+
+    monkeypatch.setattr(protocol, "_logged_unknown", set())
+    monkeypatch.setattr(protocol, "MAX_LOGGED_UNKNOWN", 3)
+    caplog.set_level("WARNING", logger="frontend")
+    request(**{f"field_{i}": i for i in range(10)})
+    assert len(caplog.records) == 3 and len(protocol._logged_unknown) == 3

@@ -70,7 +70,7 @@ def test_string_false_is_false_unlike_vllm_backend():
     assert sampling["skip_special_tokens"] is False
 
 
-@pytest.mark.parametrize("raw", ["yes", "nope", "", 2, -1, 0.5, [], {}])
+@pytest.mark.parametrize("raw", ["nope", "", "t", "y", "enabled", 2, -1, 0.5, [], {}])
 def test_bad_booleans_name_the_key(raw):
     with pytest.raises(ParameterError, match="'ignore_eos'"):
         parse({"ignore_eos": raw})

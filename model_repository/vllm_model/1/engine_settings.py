@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from booleans import SPELLINGS, parse_bool
+
 ENGINE_ARGS_FILE = "model.json"
 LORA_FILE = "multi_lora.json"
 # Environment overrides (set by the launcher or by hand before starting tritonserver).
@@ -59,10 +61,10 @@ def _config_bool(model_config: Mapping[str, Any], key: str, default: bool) -> bo
     raw = model_config.get("parameters", {}).get(key, {}).get("string_value")
     if raw is None or raw == "":
         return default
-    lowered = raw.strip().lower()
-    if lowered not in ("true", "false", "1", "0", "yes", "no"):
-        raise SettingsError(f"config.pbtxt parameter {key} must be true or false, got {raw!r}")
-    return lowered in ("true", "1", "yes")
+    parsed = parse_bool(raw)
+    if parsed is None:
+        raise SettingsError(f"config.pbtxt parameter {key} must be true or false ({SPELLINGS}), got {raw!r}")
+    return parsed
 
 
 def _config_choice(model_config: Mapping[str, Any], key: str, default: str, aliases: Mapping[str, str]) -> str:

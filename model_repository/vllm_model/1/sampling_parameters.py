@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from booleans import SPELLINGS, parse_bool
+
 
 class ParameterError(ValueError):
     """A sampling parameter is unknown or has a bad value; the message names it."""
@@ -33,13 +35,10 @@ def _log_unknown_once(key: str, log: Callable[[str], None] | None) -> None:
 
 
 def _bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
-        return value.strip().lower() in ("true", "1")
-    raise ParameterError(f"sampling parameter '{name}' must be a boolean, got {value!r}")
+    parsed = parse_bool(value)
+    if parsed is None:
+        raise ParameterError(f"sampling parameter '{name}' must be a boolean ({SPELLINGS}), got {value!r}")
+    return parsed
 
 
 def _int(name: str, value: Any) -> int:

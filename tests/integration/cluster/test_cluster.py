@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from launcher.cluster import ROUTER_HEALTH_INTERVAL_S, Cluster, ClusterConfig
-from tests.conftest import MODEL_NAME, TINY_MODEL, ensure_models, free_port
+from tests.conftest import MODEL_NAME, TINY_MODEL, dump_logs, ensure_models, free_port, log_tail
 from tests.integration.cluster.load import Load
 from tests.integration.test_observability import value
 
@@ -49,8 +49,7 @@ def cluster(tmp_path_factory):
     try:
         running.start()
     except BaseException:
-        for path in sorted(log_dir.rglob("*.log")):
-            print(f"\n---- {path} (tail) ----\n" + path.read_text(errors="replace")[-3000:])
+        dump_logs(sorted(log_dir.rglob("*.log")), chars=3000)
         raise
     yield running
     running.stop()
@@ -154,7 +153,7 @@ def test_autoscaling_signal_rises_under_a_burst_and_falls_back(cluster, tmp_path
             except (httpx.HTTPError, ValueError, KeyError):
                 return False
 
-        assert wait_until(up, 60), (tmp_path / "prometheus.log").read_text()[-2000:]
+        assert wait_until(up, 60), log_tail(tmp_path / "prometheus.log", 2000)
         assert wait_until(lambda: query(prom_url) is not None, 30)
         idle = query(prom_url)
         # A burst: 48 long requests at once on 2 replicas x 4 sequences.

@@ -82,3 +82,12 @@ def test_schedule_alternates_systems_and_keeps_non_streaming_beside_streaming():
 def test_a_non_streaming_level_without_its_streaming_twin_is_a_level_of_its_own():
     lone = Level("c4-nonstream", 4, 8, stream=False)
     assert [(i, lv.name, n) for i, lv, n in schedule([lone], ["a"], rounds=1)] == [(0, "c4-nonstream", "a")]
+
+
+def test_percentile_interpolates_between_ranks():
+    from bench.load import percentile
+
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 0) == 1.0 and percentile([4.0, 1.0, 3.0, 2.0], 100) == 4.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile(list(map(float, range(101))), 99) == 99.0
