@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -201,20 +202,50 @@ def shm_regions_of_group(pgid: int | None) -> set[str]:
     return regions
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports free on 127.0.0.1 now (all held open together while they are picked)."""
-    sockets = [socket.socket() for _ in range(count)]
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+_handed_out: set[int] = set()  # ports this process has given out (not yet bound, maybe)
+
+
+def _ephemeral_low(path: str = EPHEMERAL_RANGE_FILE) -> int:
+    """The first port of the kernel's ephemeral range (Linux default 32768)."""
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+        with open(path, encoding="ascii") as file:
+            return int(file.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))  # tritonserver binds its ports on all addresses
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports that are free now and that the kernel will not hand to anyone else.
+
+    Picked below the kernel's ephemeral range: a port from bind(0) stays free only until some other process is given
+    it, and tritonserver binds its ports only after the model has loaded, a minute in which vLLM's engines (ZMQ,
+    torch.distributed) take dozens of ephemeral ports ("Socket '0.0.0.0:34289' already in use" in a 2-replica run).
+    """
+    low = _ephemeral_low()
+    pool = range(max(1024, low - 12000), low) if low > 2048 else range(49152, 65535)
+    chosen: list[int] = []
+    for port in random.sample(pool, len(pool)):
+        if port in _handed_out or not _bindable(port):
+            continue
+        chosen.append(port)
+        _handed_out.add(port)
+        if len(chosen) == count:
+            return chosen
+    raise RuntimeError(f"no {count} free TCP ports in {pool.start}-{pool.stop - 1}")
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
+    """A TCP port free now, outside the kernel's ephemeral range (free_ports)."""
     return free_ports(1)[0]
 
 

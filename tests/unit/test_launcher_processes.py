@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import pytest
 
+from launcher import triton
 from launcher.triton import free_port, free_ports, http_answers, start_group, stop_group, wait_until
 
 
@@ -13,6 +15,29 @@ def test_free_ports_are_distinct():
     ports = free_ports(5)
     assert len(set(ports)) == 5 and all(0 < port < 65536 for port in ports)
     assert isinstance(free_port(), int)
+
+
+def test_free_ports_stay_out_of_the_kernels_ephemeral_range():
+    low = triton._ephemeral_low()
+    ports = free_ports(50)
+    assert all(port < low for port in ports), (low, ports)
+    assert not set(ports) & set(free_ports(50))  # never handed out twice by one process
+
+
+def test_a_port_in_use_is_not_handed_out(monkeypatch):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        assert not triton._bindable(taken)
+        monkeypatch.setattr(triton.random, "sample", lambda pool, k: [taken, *[p for p in pool if p != taken]])
+        assert taken not in free_ports(3)
+
+
+def test_ephemeral_range_read_from_proc(tmp_path):
+    (tmp_path / "range").write_text("40000\t60999\n", encoding="ascii")
+    assert triton._ephemeral_low(str(tmp_path / "range")) == 40000
+    assert triton._ephemeral_low(str(tmp_path / "missing")) == 32768
 
 
 def test_nothing_listening_does_not_answer():

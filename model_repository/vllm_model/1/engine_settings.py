@@ -140,6 +140,94 @@ def cpu_lora_slot(engine_args: Mapping[str, Any], on_cpu: bool) -> tuple[dict[st
     return args, f"max_loras {slots} -> {slots + 1} on the CPU platform (a spare slot for base-model requests)"
 
 
+OMP_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+
+
+def parallel_world_size(engine_args: Mapping[str, Any]) -> int:
+    """Worker processes one engine runs: tensor_parallel_size x pipeline_parallel_size."""
+    return int(engine_args.get("tensor_parallel_size") or 1) * int(engine_args.get("pipeline_parallel_size") or 1)
+
+
+def cpu_thread_binding(
+    engine_args: Mapping[str, Any],
+    on_cpu: bool,
+    environ: Mapping[str, str],
+    allowed_cpus: set[int],
+    numa_nodes: int,
+) -> tuple[str | None, str | None]:
+    """A VLLM_CPU_OMP_THREADS_BIND value for tensor/pipeline parallel on the CPU, and a line for the log.
+
+    vLLM's CPU autobind gives each worker a NUMA node of its own and refuses to start ("Not enough allowed NUMA
+    nodes to bind threads of 2 local CPUWorkers") when there are fewer nodes than workers, as on one-socket boxes
+    and most VMs. There the allowed CPUs are split evenly, in order, one group per worker ("0|1" for 2 workers on 2
+    CPUs). A value the user set (anything but "auto") is kept; GPUs and single-worker engines get nothing.
+    """
+    world = parallel_world_size(engine_args)
+    if not on_cpu or world < 2:
+        return None, None
+    current = environ.get(OMP_BIND_ENV, "auto")
+    if current != "auto":
+        return None, f"{OMP_BIND_ENV}={current!r} as set, for {world} CPU workers"
+    if numa_nodes >= world:
+        return None, f"{world} CPU workers on {numa_nodes} NUMA nodes: vLLM's autobind places them"
+    cpus = sorted(allowed_cpus)
+    if len(cpus) < world:
+        raise SettingsError(
+            f"tensor_parallel_size x pipeline_parallel_size = {world} CPU workers need {world} CPUs; "
+            f"this process may use {len(cpus)}"
+        )
+    size = len(cpus) // world
+    groups = [cpus[rank * size : (rank + 1) * size] for rank in range(world)]
+    value = "|".join(",".join(str(cpu) for cpu in group) for group in groups)
+    return value, (
+        f"{OMP_BIND_ENV}={value!r}: {world} CPU workers on {numa_nodes} NUMA node(s), allowed CPUs split evenly "
+        "(vLLM's autobind needs a NUMA node per worker)"
+    )
+
+
+def numa_node_count(allowed_cpus: set[int], sys_root: str = "/sys/devices/system/node") -> int:
+    """NUMA nodes that hold at least one of the allowed CPUs (1 when /sys does not say)."""
+    count = 0
+    try:
+        names = os.listdir(sys_root)
+    except OSError:
+        return 1
+    for name in names:
+        if not (name.startswith("node") and name[4:].isdigit()):
+            continue
+        try:
+            with open(os.path.join(sys_root, name, "cpulist"), encoding="ascii") as file:
+                listed = _cpu_list(file.read())
+        except (OSError, ValueError):
+            continue
+        count += bool(listed & allowed_cpus)
+    return max(count, 1)
+
+
+def _cpu_list(text: str) -> set[int]:
+    """Linux's cpulist format ("0-3,8,10-11") as a set."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def worker_python_path(environ: Mapping[str, str], model_dir: str) -> str:
+    """PYTHONPATH with the model's directory first, for the engine's worker processes.
+
+    Multiprocessing children get the stub's sys.path, but Ray's workers start from the environment only: without
+    the directory, anything they unpickle that names one of this model's modules fails with "No module named ..."
+    (a known failure of vllm_backend deployments with distributed_executor_backend "ray").
+    """
+    entries = [entry for entry in environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    if model_dir in entries:
+        return os.pathsep.join(entries)
+    return os.pathsep.join([model_dir, *entries])
+
+
 def load_engine_settings(model_dir: str, environ: Mapping[str, str], model_config: Mapping[str, Any]) -> EngineSettings:
     path = os.path.join(model_dir, ENGINE_ARGS_FILE)
     if not os.path.isfile(path):

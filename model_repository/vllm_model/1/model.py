@@ -24,7 +24,16 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 from accumulator import OutputAccumulator  # noqa: E402
 from engine_loop import EngineLoop  # noqa: E402
-from engine_settings import cpu_lora_slot, cpu_safe_dtype, load_engine_settings  # noqa: E402
+from engine_settings import (  # noqa: E402
+    OMP_BIND_ENV,
+    cpu_lora_slot,
+    cpu_safe_dtype,
+    cpu_thread_binding,
+    load_engine_settings,
+    numa_node_count,
+    parallel_world_size,
+    worker_python_path,
+)
 from lora_registry import LoraError, LoraRegistry, UnknownLora  # noqa: E402
 from placement import EnginePlacement  # noqa: E402
 from responder import Responder  # noqa: E402
@@ -175,6 +184,7 @@ class TritonPythonModel:
         if lora_note:
             self.logger.log_info(f"[vllm_model] {lora_note}")
         self.settings.engine_args = args
+        self._prepare_worker_environment(args)
         engine_args = AsyncEngineArgs(**args)
         self._engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=stat_loggers)
         self.max_model_len = self._engine.model_config.max_model_len
@@ -185,6 +195,18 @@ class TritonPythonModel:
         )
         self._tokenizer_facts = self._read_tokenizer_facts()
         await self.loras.start(self._engine)
+
+    def _prepare_worker_environment(self, args: dict[str, Any]) -> None:
+        """The environment the engine's workers inherit: our modules importable, CPU threads bound per worker."""
+        if parallel_world_size(args) < 2 and args.get("distributed_executor_backend") != "ray":
+            return
+        os.environ["PYTHONPATH"] = worker_python_path(os.environ, os.path.dirname(os.path.abspath(__file__)))
+        allowed = os.sched_getaffinity(0)
+        binding, note = cpu_thread_binding(args, self.on_cpu, os.environ, allowed, numa_node_count(allowed))
+        if binding:
+            os.environ[OMP_BIND_ENV] = binding
+        if note:
+            self.logger.log_info(f"[vllm_model] {note}")
 
     # ---- Triton entry points ----
 
