@@ -6,8 +6,9 @@ model's stub and the frontend write their trace rings on exit: model_repository/
 frontend/tracing.py) and prints the budget. `report DIR` prints it again from a run's files.
 
 With `--placement ab` the model's own EngineCore placement is off (COLOCATE_ENGINE_CORE never) and the windows
-alternate between a free EngineCore and one moved onto its worker's cores (what `auto` does under load), so the two
-are compared within minutes of each other.
+cycle through `--conditions` (default free,placed): a free EngineCore, one moved onto its worker's cores (what
+`auto` does under load), or a free one at the lowest CPU priority (`niced`: nice 19, so that the serving processes
+woken per token preempt its busy-polling), so they are compared within minutes of each other.
 
 Every stamp is CLOCK_MONOTONIC (time.monotonic_ns; vLLM's EngineCore stamps its step outputs with time.monotonic()),
 so the processes' stamps are comparable. Hops of response r of a request (engine output k, the last one it carries):
@@ -156,13 +157,10 @@ def run(args: argparse.Namespace) -> Path:
         root = stack.triton.process.pid
         asyncio.run(closed_loop(stack.base_url, model, workload.prompts("warmup", 3), 1, args.output_len))
         for number in range(args.windows):
-            condition = ("free", "placed")[number % 2] if args.placement == "ab" else args.placement or "auto"
+            conditions = args.conditions.split(",")
+            condition = conditions[number % len(conditions)] if args.placement == "ab" else args.placement or "auto"
             if args.placement == "ab":
-                found = procs.engine_processes(root)
-                if condition == "placed":
-                    colocate_engine_core(root)
-                else:
-                    procs.set_affinity(found.engine_cores, os.sched_getaffinity(0))
+                place(root, condition)
             time.sleep(1.5)  # vLLM's processes busy-poll for about a second after their last step
             prompts = workload.prompts(f"window{number}", args.requests)
             probe = CpuProbe(groups, self_label="client")
@@ -191,6 +189,22 @@ def run(args: argparse.Namespace) -> Path:
         stack.stop()
     (run_dir / "windows.json").write_text(json.dumps(windows, indent=1))
     return run_dir
+
+
+def place(root: int, condition: str) -> None:
+    """free / placed / niced: where the EngineCore below `root` runs, and at which priority."""
+    found = procs.engine_processes(root)
+    if condition == "placed":
+        colocate_engine_core(root)
+    else:
+        procs.set_affinity(found.engine_cores, os.sched_getaffinity(0))
+    nice = 19 if condition == "niced" else 0
+    for pid in found.engine_cores:
+        for tid in procs.threads(pid):
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            except OSError:
+                continue
 
 
 # ---- report ----
@@ -303,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="COLOCATE_ENGINE_CORE for the run (default: config.pbtxt's); ab: free and placed windows alternate",
     )
+    run_parser.add_argument("--conditions", default="free,placed", help="with --placement ab: free, placed, niced")
     run_parser.add_argument("--engine-arg", action="append", default=[], help="extra engine argument key=value")
     report_parser = sub.add_parser("report", help="print the budget of a run directory")
     report_parser.add_argument("dir")

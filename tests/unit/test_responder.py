@@ -225,3 +225,40 @@ def test_unfinished_sequences_report_finish_reason_none_as_vllm_backend(responde
     done = responder_module.build_response(step(responder_module, "b", final=True), flags)
     assert going.tensors["finish_reason"].tolist() == [b"None"]
     assert done.tensors["finish_reason"].tolist() == [b"length"]
+
+
+def test_at_low_load_an_idle_responder_sends_on_the_callers_thread(responder_module):
+    responder = responder_module.Responder(Logger())
+    responder.low_load = True
+    threads: list[int] = []
+
+    class ThreadSender(RecordingSender):
+        def send(self, response=None, flags: int = 0) -> None:
+            threads.append(threading.get_ident())
+            super().send(response, flags)
+
+    sender = ThreadSender()
+    try:
+        for k in range(3):
+            responder.step(sender, step(responder_module, f"t{k}", first=k == 0, final=k == 2), FLAGS, True)
+            assert len(sender.sent) == k + 1  # sent before step() returned
+    finally:
+        responder.stop()
+    assert threads == [threading.get_ident()] * 3
+    assert [texts for _, texts, _ in sender.sent] == [["t0"], ["t1"], ["t2"]]
+
+
+def test_direct_sends_wait_while_the_thread_has_steps_queued_so_order_holds(responder_module):
+    responder = responder_module.Responder(Logger())
+    sender = RecordingSender(cost=0.01)
+    try:
+        responder.step(sender, step(responder_module, "a", first=True), FLAGS, True)  # queued: not low load yet
+        responder.step(sender, step(responder_module, "b"), FLAGS, True)
+        responder.low_load = True
+        responder.step(sender, step(responder_module, "c"), FLAGS, True)  # the thread still holds a and b
+        responder.step(sender, step(responder_module, "d", final=True), FLAGS, True)
+        assert sender.done.wait(5)
+    finally:
+        responder.stop()
+    assert "".join("".join(texts) for _, texts, _ in sender.sent) == "abcd"
+    assert sender.sent[-1][2] == 1  # the final flag on the last response
