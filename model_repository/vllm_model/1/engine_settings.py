@@ -41,8 +41,6 @@ class EngineSettings:
     report_inter_token_latency: bool
     # Streaming responses merge several tokens when the response path is busy (responder.py).
     pace_responses: bool
-    # With fewer than two requests in flight, streaming steps are sent from the engine loop (no thread hop).
-    direct_send: bool
     # vLLM on CPU: run the EngineCore on the cores of its (pinned) worker: "auto" (under load), "always", "never"
     # (placement.py).
     colocate_engine_core: str
@@ -190,7 +188,6 @@ def load_engine_settings(model_dir: str, environ: Mapping[str, str], model_confi
         report_metrics=_config_bool(model_config, "REPORT_CUSTOM_METRICS", True),
         report_inter_token_latency=_config_bool(model_config, "REPORT_INTER_TOKEN_LATENCY", False),
         pace_responses=_config_bool(model_config, "PACE_STREAMING_RESPONSES", True),
-        direct_send=_config_bool(model_config, "DIRECT_SEND_AT_LOW_LOAD", True),
         colocate_engine_core=_config_choice(model_config, "COLOCATE_ENGINE_CORE", "auto", PLACEMENT_MODES),
         created=int(time.time()),
     )

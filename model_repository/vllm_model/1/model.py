@@ -150,7 +150,7 @@ class TritonPythonModel:
         self.loras = LoraRegistry(self.settings.loras, self.settings.lora_capacity)
         # engine request id -> the task that serves it
         self._active: dict[str, asyncio.Task] = {}
-        self.responder = Responder(self.logger, pace=self.settings.pace_responses, direct=self.settings.direct_send)
+        self.responder = Responder(self.logger, pace=self.settings.pace_responses)
         self._engine = None
         self._engine_loop = EngineLoop("vllm-engine-loop")
         self._loop = self._engine_loop.loop
@@ -283,7 +283,6 @@ class TritonPythonModel:
         task = asyncio.current_task()
         self._active[request_id] = task
         self.placement.update(len(self._active))
-        self.responder.low_load = len(self._active) < 2
         # Cancelling the task makes generate() abort the engine request.
         self.responder.watch(sender, lambda: self._loop.call_soon_threadsafe(task.cancel))
         try:
@@ -305,7 +304,6 @@ class TritonPythonModel:
             self.responder.unwatch(sender)
             self._active.pop(request_id, None)
             self.placement.update(len(self._active))
-            self.responder.low_load = len(self._active) < 2
             await self.loras.release(self._engine, parsed.lora_name)
 
     def _decode(self, token_ids: list[int]) -> str:

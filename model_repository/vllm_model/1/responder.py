@@ -12,11 +12,6 @@ still goes out on its own; with many, responses carry several tokens and the ser
 token. First and last responses of a stream (time to first token; the end of a request, after which a client sends
 its next one), whole non-streaming answers, errors and control answers never wait: during a rest they go out alone
 (with their request's earlier steps, merged), and the other streams keep resting.
-
-With fewer than two requests in flight (`low_load`, set by the model; `DIRECT_SEND_AT_LOW_LOAD`) and nothing queued,
-a step is sent by the engine loop itself: a lone stream then costs no thread hop per token (measured at one stream on
-2 cores: bench/README.md, "Where a streamed token's time goes"). The send blocks the loop for well under a millisecond,
-which a lone stream's next step does not wait for; from two requests on, the thread sends again.
 """
 
 from __future__ import annotations
@@ -85,17 +80,9 @@ class _Item:
 class Responder:
     """Sends responses and watches for cancelled requests, off the engine's event loop."""
 
-    def __init__(self, logger, pace: bool = True, direct: bool = True) -> None:
+    def __init__(self, logger, pace: bool = True) -> None:
         self._logger = logger
         self._pace = pace
-        # `direct` and `low_load` (the model sets it while fewer than two requests are in flight): steps are sent by
-        # the caller itself (the engine loop) while the thread has nothing queued, saving a thread hop per token.
-        # `_io` is held around every send and cancellation check, so the two never send at once.
-        self.direct = direct
-        self.low_load = False
-        self._io = threading.Lock()
-        self._puts = 0  # items queued (written by the engine loop only)
-        self._delivered = 0  # items handled by the thread (written by the thread only)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._watched: dict[int, tuple[Any, Callable[[], None]]] = {}
         self._lock = threading.Lock()
@@ -113,30 +100,17 @@ class Responder:
         trace: StreamTrace | None = None,
         index: int = 0,
     ) -> None:
-        item = _Item(sender, step=step, return_flags=return_flags, mergeable=stream, trace=trace, index=index)
+        self._queue.put(_Item(sender, step=step, return_flags=return_flags, mergeable=stream, trace=trace, index=index))
         if trace is not None:
             TRACE_RING.stamp(trace.key, index, "queued")
-        if self.low_load and self.direct and self._puts == self._delivered and self._io.acquire(blocking=False):
-            try:  # nothing queued, so nothing of this request can be overtaken
-                if trace is not None:
-                    TRACE_RING.stamp(trace.key, index, "dequeued")
-                self._deliver([item])
-            finally:
-                self._io.release()
-            return
-        self._put(item)
 
     def send(self, sender, response) -> None:
         """A ready response that ends the request (an error or a control answer)."""
-        self._put(_Item(sender, response=response))
+        self._queue.put(_Item(sender, response=response))
 
     def close(self, sender) -> None:
         """End the request without data (e.g. after cancellation)."""
-        self._put(_Item(sender))
-
-    def _put(self, item: _Item) -> None:
-        self._puts += 1
-        self._queue.put(item)
+        self._queue.put(_Item(sender))
 
     def watch(self, sender, on_cancel: Callable[[], None]) -> None:
         with self._lock:
@@ -167,7 +141,7 @@ class Responder:
             except queue.Empty:
                 item = ...
             if item is None:
-                self._deliver_queued(batch)
+                self._deliver(batch)
                 return
             urgent = False
             if item is not ...:
@@ -181,7 +155,7 @@ class Responder:
                     except queue.Empty:
                         break
                     if item is None:
-                        self._deliver_queued(batch)
+                        self._deliver(batch)
                         return
                     batch.append(item)
                     if TRACE:
@@ -189,24 +163,18 @@ class Responder:
                     urgent = urgent or item.urgent
             if batch and time.monotonic() >= rest_until:
                 started = time.monotonic()
-                self._deliver_queued(batch)
+                self._deliver(batch)
                 batch = []
                 if self._pace:
                     took = time.monotonic() - started
                     rest_until = time.monotonic() + min(took * REST_RATIO, MAX_REST_SECONDS)
             elif urgent:  # resting: the urgent requests go now, the other streams keep waiting
                 keys = {id(item.sender) for item in batch if item.urgent}
-                self._deliver_queued([item for item in batch if id(item.sender) in keys])
+                self._deliver([item for item in batch if id(item.sender) in keys])
                 batch = [item for item in batch if id(item.sender) not in keys]
             if time.monotonic() >= next_poll:
-                with self._io:
-                    checked = self._poll_cancellations()
+                checked = self._poll_cancellations()
                 next_poll = time.monotonic() + max(CANCEL_POLL_SECONDS, checked / MAX_CANCEL_CHECKS_PER_SECOND)
-
-    def _deliver_queued(self, batch: list[_Item]) -> None:
-        with self._io:
-            self._deliver(batch)
-            self._delivered += len(batch)
 
     def _deliver(self, batch: list[_Item]) -> None:
         merged: list[_Item] = []
