@@ -132,3 +132,47 @@ def test_budget_joins_the_processes_stamps_per_response():
     assert "| TOTAL EngineCore step out -> client | 11.000 | 11.000 | 5 |" in text
     assert "| sender.send() call (stub -> Triton IPC) | 1.000 |" in text
     assert "| interval between responses at 'engine' (per token at c1) | 10.000 |" in text
+
+
+def _response(text: str, final: bool = False):
+    from tritonclient.grpc import service_pb2
+
+    response = service_pb2.ModelInferResponse()
+    tensor = response.outputs.add(name="text_output", datatype="BYTES")
+    tensor.shape.append(1)
+    response.raw_output_contents.append(len(text.encode()).to_bytes(4, "little") + text.encode())
+    if final:
+        response.parameters["triton_final_response"].bool_param = True
+    return response
+
+
+def test_frontend_stamps_each_streamed_response_read_and_parsed(monkeypatch):
+    import asyncio
+
+    from frontend import tracing, triton
+
+    ring = tracing.Ring("frontend")
+    monkeypatch.setattr(triton, "TRACE", True)
+    monkeypatch.setattr(triton, "TRACE_RING", ring)
+    ids: list[str] = []
+
+    async def fake_stream(self, message):
+        ids.append(message.id)
+        for response in (_response("a"), _response("b"), _response("c", final=True)):
+            yield response
+
+    monkeypatch.setattr(triton.TritonClient, "_stream", fake_stream)
+
+    async def run():
+        client = triton.TritonClient("127.0.0.1:1", "vllm_model")
+        request = triton.GenerateRequest(prompt="p", sampling_parameters={}, stream=True)
+        chunks = [chunk async for chunk in client.generate(request)]
+        await client.close()
+        return chunks
+
+    chunks = asyncio.run(run())
+    assert [c.texts for c in chunks] == [["a"], ["b"], ["c"]] and chunks[-1].final
+    assert [c.trace for c in chunks] == [(ids[0], 0), (ids[0], 1), (ids[0], 2)]
+    assert [(key, index, hop) for key, index, hop, _, _ in ring.events] == [
+        (ids[0], i, hop) for i in range(3) for hop in ("read", "parsed")
+    ]
