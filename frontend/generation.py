@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from frontend.errors import APIError, model_not_found
 from frontend.protocol import ModelCard, ModelList, SamplingRequest, Usage
 from frontend.streaming import DONE, SSE_HEADERS, merged_generations, sse
+from frontend.tracing import RING as TRACE_RING
 from frontend.triton import GenerateRequest, GenerationChunk, TritonClient, TritonError
 
 logger = logging.getLogger("frontend")
@@ -288,7 +289,14 @@ async def stream_response(
                 parts = tally.add(chunk)
                 if parts:
                     observer.first_text()
-                    yield sse(renderer.delta(parts, tally.usage() if continuous_usage else None))
+                    event = sse(renderer.delta(parts, tally.usage() if continuous_usage else None))
+                    if chunk.trace is None:
+                        yield event
+                        continue
+                    # TVO_TRACE=1 (tracing.py): rendered, then written (the server came back for the next event).
+                    TRACE_RING.stamp(*chunk.trace, "rendered", getattr(renderer, "id", ""))
+                    yield event
+                    TRACE_RING.stamp(*chunk.trace, "written")
         except StopAsyncIteration:
             pass
         except TritonError as exc:

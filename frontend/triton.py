@@ -20,6 +20,9 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from frontend.tracing import ENABLED as TRACE
+from frontend.tracing import RING as TRACE_RING
+
 logger = logging.getLogger("frontend.triton")
 
 _RETURN_FLAGS = ("return_finish_reason", "return_num_input_tokens", "return_num_output_tokens")
@@ -75,6 +78,7 @@ class GenerationChunk:
     logprobs: list[list[dict[str, Any]]] | None = None
     final: bool = False
     prompt_index: int = 0
+    trace: tuple[str, int] | None = None  # TVO_TRACE=1 only: (Triton request id, response index) for tracing.py
 
 
 def _tensor(name: str, datatype: str, shape: list[int]) -> service_pb2.ModelInferRequest.InferInputTensor:
@@ -235,10 +239,27 @@ class TritonClient:
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerationChunk]:
         """Yield the model's responses until the final one; errors raise TritonError."""
         message = build_request(self.model, request, uuid.uuid4().hex)
+        if TRACE and request.stream:
+            async for chunk in self._traced(message, request.logprobs):
+                yield chunk
+            return
         async for response in self._stream(message):
             if response.outputs:
                 chunk = parse_chunk(response, request.logprobs)
                 chunk.final = _is_final(response)
+                yield chunk
+
+    async def _traced(self, message: service_pb2.ModelInferRequest, logprobs: bool) -> AsyncIterator[GenerationChunk]:
+        """generate() with TVO_TRACE=1: each response stamped when read and once parsed."""
+        index = 0
+        async for response in self._stream(message):
+            if response.outputs:
+                TRACE_RING.stamp(message.id, index, "read")
+                chunk = parse_chunk(response, logprobs)
+                chunk.final = _is_final(response)
+                chunk.trace = (message.id, index)
+                TRACE_RING.stamp(message.id, index, "parsed")
+                index += 1
                 yield chunk
 
     async def embed(self, prompt: str | list[int], dimensions: int | None = None) -> tuple[list[float], int]:

@@ -39,7 +39,7 @@ class Recorder:
         self.sent: list[InferenceResponse] = []
         self.closed = 0
 
-    def step(self, sender, step, return_flags, stream: bool) -> None:
+    def step(self, sender, step, return_flags, stream: bool, trace=None, index: int = 0) -> None:
         self.steps.append((step, stream))
 
     def send(self, sender, response) -> None:

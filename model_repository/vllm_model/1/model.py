@@ -46,6 +46,9 @@ from sampling_parameters import (  # noqa: E402
     prompt_tokens_at_most,
     request_parameters_json,
 )
+from tracing import ENABLED as TRACE  # noqa: E402
+from tracing import RING as TRACE_RING  # noqa: E402
+from tracing import StreamTrace  # noqa: E402
 from vllm.sampling_params import RequestOutputKind, SamplingParams, StructuredOutputsParams  # noqa: E402
 
 RETURN_FLAGS = (
@@ -219,6 +222,8 @@ class TritonPythonModel:
         self.logger.log_info("[vllm_model] shutting down the engine")
         self._engine_loop.stop(self._shutdown if self._engine is not None else None, self.logger, "vllm_model")
         self.responder.stop()
+        if TRACE:
+            TRACE_RING.dump()
 
     async def _shutdown(self) -> None:
         for task in list(self._active.values()):
@@ -238,7 +243,9 @@ class TritonPythonModel:
                 await self._control(control, sender)
                 return
             parsed = parse_request(request, self.logger.log_warn)
-            await self._generate(parsed, sender)
+            # TVO_TRACE=1: per-token stamps of streamed requests, keyed by the client's request id (tracing.py).
+            trace = StreamTrace(request.request_id()) if TRACE and parsed.stream else None
+            await self._generate(parsed, sender, trace)
         except asyncio.CancelledError:
             self.responder.close(sender)
         except Exception as exc:  # noqa: BLE001 - every failure must reach the client
@@ -259,7 +266,7 @@ class TritonPythonModel:
             )
         check_max_tokens(max_tokens, count, self.max_model_len)
 
-    async def _generate(self, parsed: ParsedRequest, sender) -> None:
+    async def _generate(self, parsed: ParsedRequest, sender, trace: StreamTrace | None = None) -> None:
         kwargs = apply_generation_defaults(parsed.sampling, self.generation_defaults)
         try:
             self._check_length(parsed, kwargs.get("max_tokens"))
@@ -306,9 +313,10 @@ class TritonPythonModel:
                 parsed.prompt, params, request_id, lora_request=lora_request, tokenization_kwargs=tokenization
             )
             async for output in outputs:
+                index = 0 if trace is None else trace.output(output)
                 step = accumulator.fold(output)
                 if step is not None:
-                    self.responder.step(sender, step, parsed.return_flags, stream=True)
+                    self.responder.step(sender, step, parsed.return_flags, stream=True, trace=trace, index=index)
             step = accumulator.final()
             if step is not None:
                 self.responder.step(sender, step, parsed.return_flags, stream=False)

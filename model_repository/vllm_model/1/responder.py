@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from accumulator import Step
+from tracing import ENABLED as TRACE
+from tracing import RING as TRACE_RING
+from tracing import StreamTrace
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 # How often in-flight requests are checked for cancellation by the client (each check is an IPC round trip): every
@@ -65,6 +68,8 @@ class _Item:
     return_flags: dict[str, bool] = field(default_factory=dict)
     response: Any = None  # a ready InferenceResponse (errors, control answers), or None with no step: close
     mergeable: bool = False
+    trace: StreamTrace | None = None  # TVO_TRACE=1 only: the request's trace, and the engine output's index
+    index: int = 0
 
     @property
     def urgent(self) -> bool:
@@ -86,8 +91,18 @@ class Responder:
 
     # ---- called from the engine loop ----
 
-    def step(self, sender, step: Step, return_flags: dict[str, bool], stream: bool) -> None:
-        self._queue.put(_Item(sender, step=step, return_flags=return_flags, mergeable=stream))
+    def step(
+        self,
+        sender,
+        step: Step,
+        return_flags: dict[str, bool],
+        stream: bool,
+        trace: StreamTrace | None = None,
+        index: int = 0,
+    ) -> None:
+        self._queue.put(_Item(sender, step=step, return_flags=return_flags, mergeable=stream, trace=trace, index=index))
+        if trace is not None:
+            TRACE_RING.stamp(trace.key, index, "queued")
 
     def send(self, sender, response) -> None:
         """A ready response that ends the request (an error or a control answer)."""
@@ -131,6 +146,8 @@ class Responder:
             urgent = False
             if item is not ...:
                 batch.append(item)
+                if TRACE:
+                    _stamp_dequeued(item)
                 urgent = item.urgent
                 while True:  # take what is waiting, to merge it
                     try:
@@ -141,6 +158,8 @@ class Responder:
                         self._deliver(batch)
                         return
                     batch.append(item)
+                    if TRACE:
+                        _stamp_dequeued(item)
                     urgent = urgent or item.urgent
             if batch and time.monotonic() >= rest_until:
                 started = time.monotonic()
@@ -165,6 +184,7 @@ class Responder:
             pending = open_step.get(key)
             if item.mergeable and pending is not None:
                 pending.step.absorb(item.step)
+                pending.index = item.index
             else:
                 merged.append(item)
             if item.mergeable and not item.step.final:
@@ -173,7 +193,9 @@ class Responder:
                 open_step.pop(key, None)
         for item in merged:
             try:
-                if item.step is not None:
+                if item.trace is not None:
+                    _send_traced(item)
+                elif item.step is not None:
                     flags = FINAL if item.step.final else 0
                     item.sender.send(build_response(item.step, item.return_flags), flags=flags)
                 elif item.response is not None:
@@ -193,3 +215,19 @@ class Responder:
                     self._watched.pop(key, None)
                 on_cancel()
         return len(watched)
+
+
+def _stamp_dequeued(item: _Item) -> None:
+    if item.trace is not None:
+        TRACE_RING.stamp(item.trace.key, item.index, "dequeued")
+
+
+def _send_traced(item: _Item) -> None:
+    """`_deliver`'s send of a traced step: response r (carrying engine outputs up to `item.index`), stamped before
+    the tensors are built, after they are, and when send() returns."""
+    key, response_index = item.trace.key, item.trace.next_response()
+    TRACE_RING.stamp(key, response_index, "build", item.index)
+    response = build_response(item.step, item.return_flags)
+    TRACE_RING.stamp(key, response_index, "send")
+    item.sender.send(response, flags=FINAL if item.step.final else 0)
+    TRACE_RING.stamp(key, response_index, "sent")
