@@ -109,3 +109,51 @@ def test_always_needs_no_event_loop_but_auto_does(pinned):
     assert pinned == [WORKER]
     with pytest.raises(ValueError, match="auto"):
         EnginePlacement("auto")
+
+
+@pytest.fixture
+def niced(pinned, monkeypatch):
+    """Allow renicing and record every nice change (in order with the affinity changes, in `pinned`)."""
+    monkeypatch.setattr(placement, "can_renice", lambda pid, low, high: True)
+    monkeypatch.setattr(placement, "set_nice", lambda pids, nice: pinned.append(("nice", nice)) or len(pids))
+    return pinned
+
+
+def test_auto_runs_the_free_engine_core_at_nice_19_and_places_it_at_nice_0(niced):
+    async def scenario() -> None:
+        place = EnginePlacement("auto", asyncio.get_running_loop(), busy_requests=2, free_after=0.02)
+        assert "nice 19 while free" in place.start()
+        place.update(2)
+        place.update(0)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+    # reniced before it joins the worker's cores (never at nice 19 there), reniced after it leaves them
+    assert niced == [("nice", 19), ("nice", 0), WORKER, EVERY, ("nice", 19)]
+
+
+def test_no_renice_where_nice_cannot_be_restored(pinned, monkeypatch):
+    monkeypatch.setattr(placement, "can_renice", lambda pid, low, high: False)
+    monkeypatch.setattr(placement, "set_nice", lambda pids, nice: pytest.fail("reniced without permission"))
+
+    async def scenario() -> str:
+        place = EnginePlacement("auto", asyncio.get_running_loop(), free_after=0.01)
+        note = place.start()
+        place.update(2)
+        place.update(0)
+        await asyncio.sleep(0.03)
+        return note
+
+    assert "not reniced when free" in asyncio.run(scenario())
+    assert pinned == [WORKER, EVERY]
+
+
+def test_always_and_free_nice_0_never_renice(pinned, monkeypatch):
+    monkeypatch.setattr(placement, "can_renice", lambda pid, low, high: pytest.fail("asked"))
+    monkeypatch.setattr(placement, "set_nice", lambda pids, nice: pytest.fail("reniced"))
+    assert "shares" in EnginePlacement("always").start()
+
+    async def scenario() -> str:
+        return EnginePlacement("auto", asyncio.get_running_loop(), free_nice=0).start()
+
+    assert asyncio.run(scenario()).endswith("requests are in flight")

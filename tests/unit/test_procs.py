@@ -61,3 +61,24 @@ def test_outside_triton_the_model_module_is_loaded_by_path_not_through_sys_path(
     assert loaded.__name__ == "vllm_model_code.procs" and loaded is model_module("procs")
     assert loaded.__file__ == str(MODEL_CODE / "procs.py")
     assert loaded.read(os.getpid(), "comm") == procs.read(os.getpid(), "comm")
+
+
+def test_renice_every_thread_of_a_real_process_and_back():
+    two_threads = "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start(); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", two_threads])
+    try:
+        deadline = time.monotonic() + 10
+        while len(procs.threads(child.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tids = procs.threads(child.pid)
+        assert len(tids) >= 2
+        if not procs.can_renice(child.pid):
+            assert os.geteuid() != 0  # only an unprivileged process may be refused nice 0 again
+            return
+        assert procs.set_nice([child.pid], 19) == len(tids)
+        assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in tids} == {19}
+        assert procs.set_nice([child.pid], 0) == len(tids)
+        assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in tids} == {0}
+    finally:
+        child.kill()
+        child.wait()

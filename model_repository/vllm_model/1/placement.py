@@ -7,7 +7,9 @@ EngineCore is a little faster, so "auto" moves it only while at least two reques
 after half a second with fewer. This is a measured tuning for small CPU machines (the numbers: bench/README.md,
 "EngineCore placement and the spare LoRA slot"), so it applies only where its preconditions hold: vLLM on the CPU
 platform, a worker and an EngineCore found by vLLM's process titles, and a worker pinned to some of the cores.
-Otherwise `start()` says why it is skipped (logged once by the model) and nothing moves.
+Otherwise `start()` says why it is skipped (logged once by the model) and nothing moves. In "auto" the free
+EngineCore also runs at nice 19 (back to 0 whenever it is placed), where this process may set both; its busy-polling
+otherwise stalls the serving processes now and then.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from procs import ENGINE_CORE, WORKER, engine_processes, set_affinity
+from procs import ENGINE_CORE, WORKER, can_renice, engine_processes, set_affinity, set_nice
 
 
 class EnginePlacement:
@@ -33,6 +35,7 @@ class EnginePlacement:
         on_cpu: bool = True,
         busy_requests: int = 2,
         free_after: float = 0.5,
+        free_nice: int = 19,
     ) -> None:
         if mode == "auto" and loop is None:
             raise ValueError("placement mode 'auto' needs the event loop that calls update()")
@@ -41,6 +44,11 @@ class EnginePlacement:
         self.on_cpu = on_cpu
         self.busy_requests = busy_requests
         self.free_after = free_after
+        # "auto": the free EngineCore runs at this nice value (0: not reniced), back to 0 when placed; without it a
+        # free EngineCore's busy-polling stalled whole streams between tritonserver and the frontend (p90 212-242 ms
+        # at one stream, bench/README.md "Where a streamed token's time goes").
+        self.free_nice = free_nice
+        self.renice = False
         self.worker_cores: set[int] = set()
         self.engine_cores: list[int] = []
         self.active = False  # the preconditions hold and the mode moves the EngineCore
@@ -70,10 +78,17 @@ class EnginePlacement:
         if self.mode == "always":
             self._apply(True)
             return f"EngineCore shares the CPU worker's cores {sorted(self.worker_cores)}"
-        return (
+        moves = (
             f"EngineCore moves onto the CPU worker's cores {sorted(self.worker_cores)} while "
             f"{self.busy_requests}+ requests are in flight"
         )
+        if not self.free_nice:
+            return moves
+        self.renice = all(can_renice(pid, 0, self.free_nice) for pid in self.engine_cores)
+        if not self.renice:
+            return f"{moves}; not reniced when free (this process may not set nice {self.free_nice} and back to 0)"
+        set_nice(self.engine_cores, self.free_nice)
+        return f"{moves}, and runs at nice {self.free_nice} while free"
 
     def update(self, in_flight: int) -> None:
         """The number of requests in flight changed."""
@@ -95,6 +110,10 @@ class EnginePlacement:
             self._apply(False)
 
     def _apply(self, colocate: bool) -> None:
+        if self.renice and colocate:
+            set_nice(self.engine_cores, 0)  # on the worker's cores it must not starve behind the serving processes
         set_affinity(self.engine_cores, self.worker_cores if colocate else os.sched_getaffinity(0))
+        if self.renice and not colocate:
+            set_nice(self.engine_cores, self.free_nice)
         self.colocated = colocate
         self.switches += 1

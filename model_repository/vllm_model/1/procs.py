@@ -113,6 +113,34 @@ def set_affinity(pids: Iterable[int], cores: set[int]) -> int:
     return count
 
 
+def set_nice(pids: Iterable[int], nice: int) -> int:
+    """Set the nice value of every thread of `pids`; returns how many threads were set."""
+    count = 0
+    for pid in pids:
+        for tid in threads(pid):
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+                count += 1
+            except ProcessLookupError:  # the thread ended meanwhile
+                continue
+    return count
+
+
+def can_renice(pid: int, low: int = 0, high: int = 19) -> bool:
+    """Whether this process may move `pid` to nice `high` and back to `low` (raising priority needs CAP_SYS_NICE)."""
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, pid)
+        os.setpriority(os.PRIO_PROCESS, pid, high)
+        os.setpriority(os.PRIO_PROCESS, pid, low)
+    except OSError:
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, before)
+        except (OSError, UnboundLocalError):
+            pass
+        return False
+    return True
+
+
 @dataclass
 class EngineProcesses:
     """vLLM's engine processes below a root, found by their process titles."""
