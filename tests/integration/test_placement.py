@@ -42,12 +42,18 @@ def engine(stack):
     return worker_cores, cores
 
 
+def _nice_values(pids) -> set[int]:
+    return {os.getpriority(os.PRIO_PROCESS, tid) for pid in pids for tid in procs.threads(pid)}
+
+
 def test_engine_core_joins_the_worker_under_load_and_leaves_when_quiet(stack, base_url, triton, engine):
     worker_cores, engine_cores = engine
     everything = os.sched_getaffinity(0)
     assert wait_for_idle(triton) == {"active_requests": 0, "engine_unfinished_requests": 0}
     assert _wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 5)
     assert all(procs.affinity(pid) == everything for pid in engine_cores)
+    free_nice = _nice_values(engine_cores)  # 19 where the model may renice (root here), else left at 0
+    assert free_nice in ({19}, {0}), free_nice
 
     errors: list[BaseException] = []
 
@@ -64,6 +70,7 @@ def test_engine_core_joins_the_worker_under_load_and_leaves_when_quiet(stack, ba
     try:
         assert _wait_until(lambda: triton.control("stats")["engine_core_colocated"], 30)
         assert all(procs.affinity(pid) == worker_cores for pid in engine_cores)
+        assert _nice_values(engine_cores) == {0}  # never at nice 19 on the worker's cores
     finally:
         for client in clients:
             client.join(timeout=120)
@@ -71,10 +78,13 @@ def test_engine_core_joins_the_worker_under_load_and_leaves_when_quiet(stack, ba
     # Quiet again: back on every core after the model's grace period (half a second).
     assert _wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 10)
     assert all(procs.affinity(pid) == everything for pid in engine_cores)
+    assert _wait_until(lambda: _nice_values(engine_cores) == free_nice, 5)
     # The serving processes keep every core throughout (the model only moves its own engine).
     assert procs.affinity(stack.triton.process.pid) == everything
     log = (Path(stack.config.log_dir) / "triton.log").read_text(errors="replace")
     assert "EngineCore moves onto the CPU worker's cores" in log
+    if os.geteuid() == 0:
+        assert free_nice == {19} and "runs at nice 19 while free" in log
 
 
 def test_one_stream_at_a_time_leaves_the_engine_core_free(base_url, triton, engine):
