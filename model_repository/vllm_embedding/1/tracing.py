@@ -1,0 +1,1 @@
+../../vllm_model/1/tracing.py
