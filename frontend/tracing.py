@@ -1,48 +1,19 @@
 """Per-token timestamps of the response path, for bench/trace_budget.py; off unless TVO_TRACE=1 at start.
 
-Each process that takes part (the frontend here, the model's stub in model_repository/vllm_model/1/tracing.py: the
-same format; the model's directory cannot import from here) stamps
-every hop of every response into an in-memory ring and writes it as JSON lines to $TVO_TRACE_DIR (default
-/tmp/tvo-trace) when it exits. The stamps are time.monotonic_ns() (CLOCK_MONOTONIC on Linux: comparable across the
-processes of one machine). Off, a hop costs one check of the module's ENABLED bool and nothing is allocated.
+The ring and the switch are the model's (model_repository/vllm_model/1/tracing.py, standard library only, loaded by
+path as the frontend loads booleans.py): the frontend keeps a ring of its own, written as
+$TVO_TRACE_DIR/frontend-<pid>.jsonl when it exits, in the same format as the stub's.
 """
 
 from __future__ import annotations
 
 import atexit
-import collections
-import json
-import os
-import time
 
-ENABLED = os.environ.get("TVO_TRACE", "").strip().lower() in ("1", "true", "yes", "on")
-RING_SIZE = 1 << 20  # events kept (the oldest are dropped): ~16k responses of ~60 tokens, 8 hops each
+from launcher.model_code import model_module
 
-
-class Ring:
-    """(key, index, hop, monotonic ns, extra) events of one process, dumped once as JSON lines."""
-
-    def __init__(self, role: str) -> None:
-        self.role = role
-        self.events: collections.deque = collections.deque(maxlen=RING_SIZE)
-        self.dumped = False
-
-    def stamp(self, key: str, index: int, hop: str, extra=None, t_ns: int | None = None) -> None:
-        self.events.append((key, index, hop, time.monotonic_ns() if t_ns is None else t_ns, extra))
-
-    def dump(self) -> str | None:
-        """Write the events to $TVO_TRACE_DIR/<role>-<pid>.jsonl (once); returns the path, None if nothing to write."""
-        if self.dumped or not self.events:
-            return None
-        self.dumped = True
-        directory = os.environ.get("TVO_TRACE_DIR") or "/tmp/tvo-trace"
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, f"{self.role}-{os.getpid()}.jsonl")
-        with open(path, "w", encoding="utf-8") as file:
-            for event in self.events:
-                file.write(json.dumps(event) + "\n")
-        return path
-
+_shared = model_module("tracing")
+ENABLED: bool = _shared.ENABLED
+Ring = _shared.Ring
 
 RING = Ring("frontend")
 if ENABLED:

@@ -3,7 +3,7 @@
 Inside Triton they import one another by bare name: the Python backend puts the model's directory on the stub's
 sys.path. Out here that directory is not put on sys.path (its bare module names would shadow anything of the same
 name for the whole process); one file is loaded by its path instead, under a name of its own. Only modules that
-need nothing but the standard library can be loaded this way (procs, booleans).
+need nothing but the standard library can be loaded this way (procs, booleans, tracing).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Per-token timestamps of the response path, for bench/trace_budget.py; off unless TVO_TRACE=1 at start.
 
-Each process that takes part (the model's stub here, the frontend in frontend/tracing.py, the same format) stamps
-every hop of every response into an in-memory ring and writes it as JSON lines to $TVO_TRACE_DIR (default
+Each process that takes part (the model's stub here; the frontend through frontend/tracing.py, which loads this
+file) stamps every hop of every response into an in-memory ring and writes it as JSON lines to $TVO_TRACE_DIR (default
 /tmp/tvo-trace) when it exits. The stamps are time.monotonic_ns() (CLOCK_MONOTONIC on Linux: comparable across the
 processes of one machine). Off, a hop costs one check of the module's ENABLED bool and nothing is allocated.
 
