@@ -1,7 +1,8 @@
 """The engine's asyncio event loop on a thread of its own (both Triton models of this repository use it).
 
 `execute()` must return at once, so requests are handed to this loop; the engine is started on it and shut down
-on it.
+on it. The loop is uvloop's where it is installed (vLLM depends on it; `vllm serve` runs AsyncLLM on it too), else
+asyncio's own.
 """
 
 from __future__ import annotations
@@ -10,10 +11,19 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - vLLM installs it
+    uvloop = None
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+
 
 class EngineLoop:
     def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._name = name
         self._thread: threading.Thread | None = None
 
