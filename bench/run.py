@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="levels 1,8 with fewer requests (~5 min on 2 cores)")
     parser.add_argument("--out", default="bench/results.json", help="JSON results (default: bench/results.json)")
     parser.add_argument("--model", default=".models/tiny", help="local model directory (default: .models/tiny)")
-    parser.add_argument("--levels", default=None, help="concurrency levels, e.g. 1,8,32 (quick: 1,8)")
+    parser.add_argument("--levels", default=None, help="concurrency levels (default 1,8,16,32; quick: 1,8)")
     parser.add_argument(
         "--requests", type=int, default=None, help="requests per level (default max(12c,32); quick max(4c,16))"
     )
@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ready-timeout", type=float, default=300, help="seconds for a server to become ready")
     parser.add_argument("--request-timeout", type=float, default=120, help="seconds for one request")
     args = parser.parse_args(argv)
-    args.levels = [int(x) for x in (args.levels or ("1,8" if args.quick else "1,8,32")).split(",") if x.strip()]
+    args.levels = [int(x) for x in (args.levels or ("1,8" if args.quick else "1,8,16,32")).split(",") if x.strip()]
     chosen = args.systems.split(",") if args.systems else TOOL_SYSTEMS[args.tool]
     args.systems = [s.strip() for s in chosen if s.strip()]
     unknown = set(args.systems) - set(SYSTEMS)
