@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,18 +122,28 @@ def _value(metrics: dict[str, Any], name: str) -> Any:
     return entry["value"] if isinstance(entry, dict) else None
 
 
+def _profiling_entries(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON lines of `profile_export.jsonl` that belong to the profiling phase (warm-up dropped)."""
+    for line in path.read_text().splitlines():
+        if line.strip():
+            data = json.loads(line)
+            if data.get("metadata", {}).get("benchmark_phase", "profiling") == "profiling":
+                yield data
+
+
+def chunks_parsed(path: Path) -> list[int]:
+    """Per profiled request, how many content chunks AIPerf parsed: its inter-chunk gaps + 1, gaps of 0 ms (chunks
+    timed in one network read) included."""
+    return [len(_value(data.get("metrics", {}), "inter_chunk_latency") or []) + 1 for data in _profiling_entries(path)]
+
+
 def records_from_export(path: Path) -> list[RequestRecord]:
     """AIPerf's per-request records of the profiling phase (warm-up records dropped) as `RequestRecord`s, in
     seconds on AIPerf's clock: start, first chunk at TTFT, later chunks by AIPerf's inter-chunk gaps, end at the
     request latency; output tokens as the server reported them."""
     records = []
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        data = json.loads(line)
+    for data in _profiling_entries(path):
         meta, metrics = data.get("metadata", {}), data.get("metrics", {})
-        if meta.get("benchmark_phase", "profiling") != "profiling":
-            continue
         start = meta["request_start_ns"] / 1e9
         error = data.get("error")
         if error:

@@ -45,18 +45,8 @@ def test_aiperf_profiles_our_frontend(aiperf_binary, base_url, tmp_path, endpoin
     if stream:
         # Every request reached AIPerf as many SSE chunks. Their arrival times are the client's: on this 2-core box
         # AIPerf's own start-up can starve its reader, so the first requests' chunks may come in one read (gaps of 0).
-        assert all(n >= OUTPUT_LEN // 2 for n in _chunks_parsed(tmp_path / "profile_export.jsonl")), "no token stream"
+        chunks = aiperf.chunks_parsed(tmp_path / "profile_export.jsonl")
+        assert all(n >= OUTPUT_LEN // 2 for n in chunks), f"no token stream: chunks per request {chunks}"
         assert sum(len(r.chunk_times) > 1 for r in records) >= REQUESTS // 2, "AIPerf timed no token stream"
     summary = aiperf.summary_from_export(tmp_path / "profile_export_aiperf.json")
     assert summary["output_token_throughput_avg"] > 0
-
-
-def _chunks_parsed(export: Path) -> list[int]:
-    """Per profiled request, how many content chunks AIPerf parsed (its inter-chunk gaps, whatever their length)."""
-    counts = []
-    for line in export.read_text().splitlines():
-        data = json.loads(line) if line.strip() else {}
-        if data and data.get("metadata", {}).get("benchmark_phase", "profiling") == "profiling":
-            gaps = (data.get("metrics", {}).get("inter_chunk_latency") or {}).get("value") or []
-            counts.append(len(gaps) + 1)
-    return counts
