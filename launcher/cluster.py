@@ -4,6 +4,11 @@ router (`vllm-router`, the production-stack router from PyPI), until Ctrl-C or S
 Environment knobs: REPLICAS (2), MODEL (as `make serve`; `tiny` for the test model in .models/tiny), PORT (the
 router's port, 9000), POLICY (round_robin), ENGINE_ARGS (JSON merged over model.json), SHUTDOWN_TIMEOUT (30).
 Each replica's frontend and Triton ports are picked free and printed.
+
+Replicas on one machine get disjoint CPU cores for vLLM's CPU workers (`VLLM_CPU_OMP_THREADS_BIND`, unless set):
+each engine's autobind sees the whole machine and would pin every replica's worker to the same cores, where a
+replica under load starved a quiet one's worker for minutes on this project's 2-core VM (its requests hit the 30 s
+drain timeout in a rolling restart). GPUs ignore the variable.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +50,34 @@ ROUTER_FLAGS = [
     "--retry-max-backoff-ms",
     "2000",
 ]
+
+
+OMP_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+MODEL_JSON = REPO / "model_repository" / "vllm_model" / "1" / "model.json"
+
+
+def engine_workers(engine_args: Mapping | None, model_json: Path = MODEL_JSON) -> int:
+    """Worker processes per engine (tensor x pipeline parallel), from model.json with `engine_args` over it."""
+    merged = {**json.loads(model_json.read_text()), **(engine_args or {})}
+    return int(merged.get("tensor_parallel_size") or 1) * int(merged.get("pipeline_parallel_size") or 1)
+
+
+def replica_cpu_binds(replicas: int, workers: int, cpus: Sequence[int], environ: Mapping[str, str]) -> list[str | None]:
+    """VLLM_CPU_OMP_THREADS_BIND for each replica on this machine: the cores split evenly, in order, one block per
+    replica, each block split again between its engine's workers ("0|1" for two). None for every replica where the
+    user set the variable, where one replica runs (vLLM's autobind, which keeps a core for the serving processes),
+    or where there are fewer cores than workers in all (they then share cores)."""
+    if environ.get(OMP_BIND_ENV, "auto") != "auto" or replicas < 2 or len(cpus) < replicas * workers:
+        return [None] * replicas
+    cpus = sorted(cpus)
+    block = len(cpus) // replicas
+    binds = []
+    for replica in range(replicas):
+        mine = cpus[replica * block : (replica + 1) * block]
+        size = len(mine) // workers
+        groups = [mine[worker * size : (worker + 1) * size] for worker in range(workers)]
+        binds.append("|".join(",".join(map(str, group)) for group in groups))
+    return binds
 
 
 def router_binary() -> str:
@@ -127,6 +161,9 @@ class Cluster:
 
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
+        self.cpu_binds = replica_cpu_binds(
+            config.replicas, engine_workers(config.engine_args), sorted(os.sched_getaffinity(0)), os.environ
+        )
         self.replicas = [self._replica(i) for i in range(config.replicas)]
         self.router = Router(
             config.port,
@@ -147,6 +184,7 @@ class Cluster:
                 port=free_port(),
                 triton_ports=TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port()),
                 engine_args=self.config.engine_args,
+                engine_env={OMP_BIND_ENV: self.cpu_binds[index]} if self.cpu_binds[index] else {},
                 loras=self.config.loras,
                 run_dir=self.config.run_dir / f"replica{index}",
                 log_dir=log_dir,
@@ -237,7 +275,8 @@ def main() -> int:
         return 1
     for index, replica in enumerate(cluster.replicas):
         ports = replica.config.triton_ports
-        log(f"replica {index}: frontend {replica.base_url} (/metrics, /health), Triton gRPC {ports.grpc}")
+        cores = f", vLLM CPU workers on cores {cluster.cpu_binds[index]}" if cluster.cpu_binds[index] else ""
+        log(f"replica {index}: frontend {replica.base_url} (/metrics, /health), Triton gRPC {ports.grpc}{cores}")
     log(f"OpenAI API    {cluster.base_url}/v1   <- use this one")
     log("Ctrl-C stops everything")
     while not stopping:

@@ -42,6 +42,8 @@ class StackConfig:
     triton_ports: TritonPorts = field(default_factory=TritonPorts)
     api_key: str | None = None
     engine_args: dict | None = None  # merged over model.json (TRITON_VLLM_ENGINE_ARGS)
+    # Environment for tritonserver and the engine inside it, over the user's (e.g. VLLM_CPU_OMP_THREADS_BIND).
+    engine_env: dict[str, str] = field(default_factory=dict)
     loras: dict[str, str] | None = None  # name -> path (TRITON_VLLM_LORAS)
     # An embedding model (local path or hub id) for /v1/embeddings: loads model_repository/vllm_embedding too.
     embedding_model: str | None = None
@@ -62,7 +64,7 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         config.run_dir.mkdir(parents=True, exist_ok=True)
-        triton_env = {"TRITON_VLLM_MODEL": config.model, **engine_environment(REPO / ".cache")}
+        triton_env = {"TRITON_VLLM_MODEL": config.model, **engine_environment(REPO / ".cache"), **config.engine_env}
         if config.engine_args:
             triton_env["TRITON_VLLM_ENGINE_ARGS"] = json.dumps(config.engine_args)
         if config.loras:

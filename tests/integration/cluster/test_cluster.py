@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from launcher.cluster import ROUTER_HEALTH_INTERVAL_S, Cluster, ClusterConfig
+from launcher.model_code import procs
 from tests.conftest import MODEL_NAME, TINY_MODEL, dump_logs, ensure_models, free_port, log_tail
 from tests.integration.cluster.load import Load
 from tests.integration.test_observability import value
@@ -94,6 +95,15 @@ def test_openai_sdk_through_the_router(cluster):
     )
     deltas = [c.choices[0].delta.content or "" for c in chat_stream if c.choices]
     assert "".join(deltas) == chat.choices[0].message.content
+
+
+def test_replicas_workers_keep_to_cores_of_their_own(cluster):
+    """Each replica's vLLM CPU worker is pinned to cores no other replica's worker uses (launcher.cluster splits them;
+    vLLM's autobind alone put both on core 0 here, and a busy replica then starved the quiet one's worker)."""
+    cores = [procs.engine_processes(replica.triton.process.pid).worker_cores for replica in cluster.replicas]
+    report(f"vLLM CPU workers' cores per replica: {[sorted(c) for c in cores]}")
+    assert all(cores), cores
+    assert not cores[0] & cores[1], cores
 
 
 def test_load_spreads_over_both_replicas(cluster):
