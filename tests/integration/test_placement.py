@@ -1,5 +1,5 @@
-"""vLLM on CPU: the model moves the EngineCore onto its worker's cores under load, and back when it is quiet
-(model_repository/vllm_model/1/placement.py, COLOCATE_ENGINE_CORE "auto")."""
+"""vLLM on CPU: the model moves the EngineCore onto its worker's cores while 2+ streamed requests are in flight, and
+back when it is quiet (model_repository/vllm_model/1/placement.py, COLOCATE_ENGINE_CORE "auto")."""
 
 from __future__ import annotations
 
@@ -56,17 +56,7 @@ def test_engine_core_joins_the_worker_under_load_and_leaves_when_quiet(stack, ba
     assert free_nice in ({19}, {0}), free_nice
 
     errors: list[BaseException] = []
-
-    def one() -> None:
-        try:
-            response = httpx.post(f"{base_url}/v1/completions", json=LONG, timeout=120)
-            assert response.status_code == 200, response.text
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-            errors.append(exc)
-
-    clients = [threading.Thread(target=one) for _ in range(3)]
-    for client in clients:
-        client.start()
+    clients = _clients(base_url, 3, stream=True, errors=errors)
     try:
         assert _wait_until(lambda: triton.control("stats")["engine_core_colocated"], 30)
         assert all(procs.affinity(pid) == worker_cores for pid in engine_cores)
@@ -85,6 +75,43 @@ def test_engine_core_joins_the_worker_under_load_and_leaves_when_quiet(stack, ba
     assert "EngineCore moves onto the CPU worker's cores" in log
     if os.geteuid() == 0:
         assert free_nice == {19} and "runs at nice 19 while free" in log
+
+
+def _clients(base_url: str, count: int, stream: bool, errors: list[BaseException]) -> list[threading.Thread]:
+    """`count` LONG completions at once, each on a thread of its own (started); failures land in `errors`."""
+
+    def one() -> None:
+        try:
+            with httpx.stream("POST", f"{base_url}/v1/completions", json={**LONG, "stream": stream}, timeout=120) as r:
+                assert r.status_code == 200, r.read()
+                body = "".join(r.iter_text())
+            assert ("[DONE]" in body) == stream, body[-200:]
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    clients = [threading.Thread(target=one) for _ in range(count)]
+    for client in clients:
+        client.start()
+    return clients
+
+
+def test_non_streamed_requests_leave_the_engine_core_free(base_url, triton, engine):
+    """Without streamed responses the serving processes have little to do: the EngineCore stays off the worker's
+    cores (the worker keeps its core; measured in bench/README.md)."""
+    assert wait_for_idle(triton) == {"active_requests": 0, "engine_unfinished_requests": 0}
+    assert _wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 5)
+    switches = triton.control("stats")["engine_core_placement_switches"]
+    errors: list[BaseException] = []
+    clients = _clients(base_url, 3, stream=False, errors=errors)
+    try:
+        assert _wait_until(lambda: triton.control("stats")["active_requests"] == 3, 30)
+        stats = triton.control("stats")
+        assert stats["streaming_requests"] == 0 and stats["engine_core_colocated"] is False, stats
+    finally:
+        for client in clients:
+            client.join(timeout=120)
+    assert not errors, errors
+    assert triton.control("stats")["engine_core_placement_switches"] == switches
 
 
 def test_one_stream_at_a_time_leaves_the_engine_core_free(base_url, triton, engine):

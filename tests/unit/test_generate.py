@@ -106,6 +106,7 @@ def make_model(model, outputs, warnings: list[str] | None = None):
     instance.generation_defaults = {}
     instance.max_model_len = 1024
     instance._active = {}
+    instance._streaming = 0
     instance.placement = EnginePlacement("never")
     instance.loras = LoraRegistry({}, 0)
     instance.responder = Recorder()
@@ -113,8 +114,10 @@ def make_model(model, outputs, warnings: list[str] | None = None):
     return instance
 
 
-def generate(model, outputs, sampling=None, stream=False, include_prompt=None, prompt="hi", flags=None):
+def generate(model, outputs, sampling=None, stream=False, include_prompt=None, prompt="hi", flags=None, placement=None):
     instance = make_model(model, outputs)
+    if placement is not None:
+        instance.placement = placement
     parsed = model.ParsedRequest(
         prompt=prompt,
         sampling=dict(sampling or {}),
@@ -157,6 +160,27 @@ def responses(instance, flags=ALL_FLAGS) -> list[dict[str, Any]]:
 
 
 # ---- streaming ----
+
+
+class PlacementLoad:
+    """Stands in for EnginePlacement: records the load `_generate` reports to it."""
+
+    def __init__(self) -> None:
+        self.loads: list[int] = []
+
+    def update(self, in_flight: int) -> None:
+        self.loads.append(in_flight)
+
+
+@pytest.mark.parametrize(("stream", "loads"), [(True, [1, 0]), (False, [])])
+def test_only_streamed_requests_are_the_engine_core_placements_load(model, stream, loads):
+    """Streamed responses are what keeps the serving processes busy; a non-streamed request leaves the EngineCore
+    where it is (free: the worker keeps its core; bench/README.md)."""
+    placement = PlacementLoad()
+    finished = [output([completion(0, "a", [11], finish="length")], True)]
+    instance = generate(model, finished, {"max_tokens": 1}, stream=stream, placement=placement)
+    assert placement.loads == loads
+    assert instance._streaming == 0 and instance._active == {}
 
 
 def test_stream_sends_each_delta_and_keeps_the_prompt_count_vllm_sends_only_first(model):

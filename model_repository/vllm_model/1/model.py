@@ -157,8 +157,9 @@ class TritonPythonModel:
                 args["model_name"], args["model_version"], self.settings.report_inter_token_latency
             )
         self.loras = LoraRegistry(self.settings.loras, self.settings.lora_capacity)
-        # engine request id -> the task that serves it
+        # engine request id -> the task that serves it; how many of them stream (the EngineCore placement's load)
         self._active: dict[str, asyncio.Task] = {}
+        self._streaming = 0
         self.responder = Responder(self.logger, pace=self.settings.pace_responses)
         self._engine = None
         self._engine_loop = EngineLoop("vllm-engine-loop")
@@ -304,7 +305,9 @@ class TritonPythonModel:
         )
         task = asyncio.current_task()
         self._active[request_id] = task
-        self.placement.update(len(self._active))
+        if parsed.stream:
+            self._streaming += 1
+            self.placement.update(self._streaming)
         # Cancelling the task makes generate() abort the engine request.
         self.responder.watch(sender, lambda: self._loop.call_soon_threadsafe(task.cancel))
         try:
@@ -325,7 +328,9 @@ class TritonPythonModel:
         finally:
             self.responder.unwatch(sender)
             self._active.pop(request_id, None)
-            self.placement.update(len(self._active))
+            if parsed.stream:
+                self._streaming -= 1
+                self.placement.update(self._streaming)
             await self.loras.release(self._engine, parsed.lora_name)
 
     def _decode(self, token_ids: list[int]) -> str:
@@ -350,6 +355,7 @@ class TritonPythonModel:
         elif op == "stats":
             result = {
                 "active_requests": len(self._active),
+                "streaming_requests": self._streaming,
                 "engine_unfinished_requests": self._engine.output_processor.get_num_unfinished_requests(),
                 "engine_core_colocated": self.placement.colocated,
                 "engine_core_placement_switches": self.placement.switches,

@@ -2,11 +2,13 @@
 
 vLLM on CPU pins its model worker (`VLLM::Worker`) to some cores but leaves its scheduler process
 (`VLLM::EngineCore`) free to run anywhere; the two take turns and busy-poll while the other works. Moving the
-EngineCore onto the worker's cores frees a core for the serving processes under load; with a single stream a free
-EngineCore is a little faster, so "auto" moves it only while at least two requests are in flight and frees it again
-after half a second with fewer. This is a measured tuning for small CPU machines (the numbers: bench/README.md,
-"EngineCore placement and the spare LoRA slot"), so it applies only where its preconditions hold: vLLM on the CPU
-platform, a worker and an EngineCore found by vLLM's process titles, and a worker pinned to some of the cores.
+EngineCore onto the worker's cores frees a core for the serving processes while they stream many responses; with a
+single stream, or with requests that are not streamed (the serving processes then have little to do), a free
+EngineCore leaves the worker its core, so "auto" moves it only while at least two streamed requests are in flight (the
+model counts them) and frees it again after half a second with fewer. This is a measured tuning for small CPU
+machines (the numbers: bench/README.md, "EngineCore placement and the spare LoRA slot"), so it applies only where its
+preconditions hold: vLLM on the CPU platform, a worker and an EngineCore found by vLLM's process titles, and a worker
+pinned to some of the cores.
 Otherwise `start()` says why it is skipped (logged once by the model) and nothing moves. In "auto" the free
 EngineCore also runs at nice 19 (back to 0 whenever it is placed), where this process may set both; its busy-polling
 otherwise stalls the serving processes now and then.
