@@ -197,3 +197,12 @@ def test_inference_pool_targets_the_serving_port(rendered):
     ports = named_ports(server_container(objects))
     assert [p["number"] for p in pool["spec"]["targetPorts"]] == [ports["http"]]
     assert pool["spec"]["selector"]["matchLabels"].items() <= container_labels(objects).items()
+
+
+def test_cpu_pods_get_cores_of_their_own(rendered):
+    """The CPU overlay is Guaranteed QoS with whole CPUs, so the static CPU manager gives each pod its own cores
+    (vLLM's CPU worker then binds inside them instead of on the node's first core, shared with every other pod)."""
+    resources = server_container(rendered["cpu"])["resources"]
+    assert resources["requests"] == resources["limits"], "requests != limits: the pod is not Guaranteed QoS"
+    assert set(resources["limits"]) >= {"cpu", "memory"}
+    assert str(resources["limits"]["cpu"]).isdigit(), "the static CPU manager pins only whole CPUs"

@@ -82,7 +82,7 @@ class EnginePlacement:
             return f"EngineCore shares the CPU worker's cores {sorted(self.worker_cores)}"
         moves = (
             f"EngineCore moves onto the CPU worker's cores {sorted(self.worker_cores)} while "
-            f"{self.busy_requests}+ requests are in flight"
+            f"{self.busy_requests}+ streamed requests are in flight"
         )
         if not self.free_nice:
             return moves
