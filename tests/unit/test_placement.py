@@ -34,7 +34,7 @@ def pinned(found, monkeypatch):
 def test_auto_places_at_two_requests_and_frees_after_a_quiet_grace_period(pinned):
     async def scenario() -> list[bool]:
         place = EnginePlacement("auto", asyncio.get_running_loop(), busy_requests=2, free_after=0.05)
-        assert "while 2+ requests" in place.start()
+        assert "while 2+ streamed requests" in place.start()
         seen = []
         place.update(1)
         seen.append(place.colocated)  # one request: stays free
