@@ -211,9 +211,15 @@ def router_sees(cluster, replica, healthy: bool) -> bool:
 
 
 def in_flight(replica) -> float:
-    """Requests running or waiting in the replica's engine, from its own /metrics."""
+    """Generation requests the replica's frontend is serving now, from its own /metrics.
+
+    The frontend's gauge moves with each request; the engine's `vllm:num_requests_*` gauges are published every
+    0.2 s and miss requests still in the frontend or Triton (a read of 0 under concurrency 8 once failed this test)."""
     text = httpx.get(f"{replica.base_url}/metrics", timeout=10).text
-    return value(text, "vllm:num_requests_running", None, False) + value(text, "vllm:num_requests_waiting", None, False)
+    return sum(
+        value(text, "frontend_requests_in_flight", {"route": route}, False)
+        for route in ("/v1/completions", "/v1/chat/completions")
+    )
 
 
 def test_rolling_restart_under_load_loses_nothing(cluster):
@@ -296,8 +302,8 @@ def test_replica_sigkilled_under_load(cluster):
         f"{last_failure:.2f} s after the kill; errors: {sorted({o.error[:80] for o in failures})}"
     )
     assert noticed, "the router never marked the killed replica unhealthy"
+    # Only requests already in flight at the kill failed (0.1 s for the signals to land): until it marked the replica
+    # out, the router retried the ones it sent there on the survivor.
+    assert [o for o in failures if o.started > killed + 0.1] == []
     # In flight on the victim at the kill (read just before; a request may have been routed to it since).
-    assert len(failures) <= max(on_victim, 1) + 2
-    # Every request that started once the router had marked it out succeeded.
-    late = [o for o in failures if o.started > killed + reaction_s + 0.5]
-    assert late == []
+    assert len(failures) <= on_victim + 2
