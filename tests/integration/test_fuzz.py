@@ -31,6 +31,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, settings  # noqa: E402
 from schemathesis.specs.openapi.checks import response_schema_conformance  # noqa: E402
 
+from frontend.observability import GENERATION_ROUTES  # noqa: E402
 from launcher.stack import FrontendProcess  # noqa: E402
 from tests.conftest import LORA_NAMES, MODEL_NAME, free_port  # noqa: E402
 
@@ -49,7 +50,6 @@ MAX_PROMPTS = 4
 FOLD_TOKEN_IDS = 100  # the tiny model's vocabulary is larger
 NO_SUCH_DIR = "/nonexistent-fuzz-dir"
 OPENAI_ERROR_KEYS = {"message", "type", "param", "code"}
-GENERATION_ROUTES = ("/v1/completions", "/v1/chat/completions")
 LORA_ROUTES = ("/v1/load_lora_adapter", "/v1/unload_lora_adapter")
 
 # Filled while fuzzing; reported and checked by the last test of the module.

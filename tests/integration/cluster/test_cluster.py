@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from frontend.observability import GENERATION_ROUTES
 from launcher.cluster import ROUTER_HEALTH_INTERVAL_S, Cluster, ClusterConfig
 from launcher.model_code import procs
 from tests.conftest import MODEL_NAME, TINY_MODEL, dump_logs, ensure_models, free_port, log_tail
@@ -216,10 +217,7 @@ def in_flight(replica) -> float:
     The frontend's gauge moves with each request; the engine's `vllm:num_requests_*` gauges are published every
     0.2 s and miss requests still in the frontend or Triton (a read of 0 under concurrency 8 once failed this test)."""
     text = httpx.get(f"{replica.base_url}/metrics", timeout=10).text
-    return sum(
-        value(text, "frontend_requests_in_flight", {"route": route}, False)
-        for route in ("/v1/completions", "/v1/chat/completions")
-    )
+    return sum(value(text, "frontend_requests_in_flight", {"route": route}, False) for route in GENERATION_ROUTES)
 
 
 def test_rolling_restart_under_load_loses_nothing(cluster):
