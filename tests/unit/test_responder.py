@@ -218,6 +218,41 @@ def test_few_requests_are_checked_every_tenth_of_a_second(responder_module):
     assert 4 <= sender.checks <= 6, sender.checks
 
 
+class FreedOnFinalSender(CancellableSender):
+    """Counts cancellation checks made after the final response, when Triton has freed the response factory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks_after_final = 0
+
+    def is_cancelled(self) -> bool:
+        self.checks_after_final += self.done.is_set()
+        return super().is_cancelled()
+
+
+@pytest.mark.parametrize("ending", ["final step", "error response", "close"])
+def test_a_request_is_not_checked_for_cancellation_after_its_final_response(responder_module, ending):
+    """The engine loop unwatches a request only after it queued the final response; the responder may send that
+    response first, and must not then poll the sender (Triton would read the freed response factory)."""
+    responder = responder_module.Responder(Logger())
+    sender = FreedOnFinalSender()
+    try:
+        responder.watch(sender, lambda: None)
+        time.sleep(2 * responder_module.CANCEL_POLL_SECONDS)
+        if ending == "final step":
+            responder.step(sender, step(responder_module, "end", first=True, final=True), FLAGS, stream=True)
+        elif ending == "error response":
+            responder.send(sender, responder_module.pb_utils.InferenceResponse(output_tensors=[]))
+        else:
+            responder.close(sender)
+        assert sender.done.wait(2)
+        time.sleep(3 * responder_module.CANCEL_POLL_SECONDS)  # polls that would come before the engine loop unwatches
+    finally:
+        responder.stop()
+    assert sender.checks >= 1  # it was watched while in flight
+    assert sender.checks_after_final == 0
+
+
 def test_unfinished_sequences_report_finish_reason_none_as_vllm_backend(responder_module):
     """vllm_backend sends str(None) == "None" before a sequence finishes; clients compare with it."""
     flags = {**FLAGS, "return_finish_reason": True}

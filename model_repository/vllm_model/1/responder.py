@@ -192,6 +192,11 @@ class Responder:
             else:
                 open_step.pop(key, None)
         for item in merged:
+            if item.step is None or item.step.final:
+                # The Python backend frees the request's response factory after its final response, so a later
+                # is_cancelled() on this sender would make Triton read freed memory. The engine loop unwatches too,
+                # but after queueing the final response, which this thread may send (and then poll) first.
+                self.unwatch(item.sender)
             try:
                 if item.trace is not None:
                     _send_traced(item)
