@@ -77,12 +77,15 @@ def test_engine_core_joins_the_worker_under_load_and_leaves_when_quiet(stack, ba
         assert free_nice == {19} and "runs at nice 19 while free" in log
 
 
-def _clients(base_url: str, count: int, stream: bool, errors: list[BaseException]) -> list[threading.Thread]:
+def _clients(
+    base_url: str, count: int, stream: bool, errors: list[BaseException], max_tokens: int = LONG["max_tokens"]
+) -> list[threading.Thread]:
     """`count` LONG completions at once, each on a thread of its own (started); failures land in `errors`."""
+    request = {**LONG, "stream": stream, "max_tokens": max_tokens}
 
     def one() -> None:
         try:
-            with httpx.stream("POST", f"{base_url}/v1/completions", json={**LONG, "stream": stream}, timeout=120) as r:
+            with httpx.stream("POST", f"{base_url}/v1/completions", json=request, timeout=180) as r:
                 assert r.status_code == 200, r.read()
                 body = "".join(r.iter_text())
             assert ("[DONE]" in body) == stream, body[-200:]
@@ -102,10 +105,19 @@ def test_non_streamed_requests_leave_the_engine_core_free(base_url, triton, engi
     assert _wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 5)
     switches = triton.control("stats")["engine_core_placement_switches"]
     errors: list[BaseException] = []
-    clients = _clients(base_url, 3, stream=False, errors=errors)
+    # Long enough (about 8 s each here) that the three are seen in flight together however the polls fall.
+    clients = _clients(base_url, 3, stream=False, errors=errors, max_tokens=900)
+    seen: list[dict] = []
+
+    def three_in_flight_or_over() -> bool:
+        seen.append(triton.control("stats"))
+        return seen[-1]["active_requests"] == 3 or bool(errors) or not any(client.is_alive() for client in clients)
+
     try:
-        assert _wait_until(lambda: triton.control("stats")["active_requests"] == 3, 30)
-        stats = triton.control("stats")
+        assert _wait_until(three_in_flight_or_over, 60)
+        assert not errors, errors
+        stats = seen[-1]
+        assert stats["active_requests"] == 3, [s["active_requests"] for s in seen]
         assert stats["streaming_requests"] == 0 and stats["engine_core_colocated"] is False, stats
     finally:
         for client in clients:

@@ -68,27 +68,45 @@ def test_counters_and_histograms_fresh_within_a_second(base_url, stack, openai_c
 
 
 def test_lora_requests_info_names_the_running_adapter(base_url):
+    """While an adapter's request runs, lora_requests_info names it; once the request is gone (here: its client
+    disconnected, so the engine request was aborted), the running list is empty again."""
     seen: list[dict[str, str]] = []
-    done = threading.Event()
+    stop = threading.Event()
+    outcome: dict = {}
 
     def stream() -> None:
-        body = {"model": "adapter-a", "prompt": "hi", "max_tokens": 400, "ignore_eos": True, "stream": True}
-        with httpx.stream("POST", f"{base_url}/v1/completions", json=body, timeout=120) as response:
-            for _ in response.iter_lines():
-                pass
-        done.set()
+        body = {"model": "adapter-a", "prompt": "hi", "max_tokens": 900, "ignore_eos": True, "stream": True}
+        started = time.monotonic()
+        try:
+            with httpx.stream("POST", f"{base_url}/v1/completions", json=body, timeout=180) as response:
+                outcome["status"] = response.status_code
+                outcome["events"] = 0
+                for line in response.iter_lines():
+                    outcome["events"] += line.startswith("data: ")
+                    outcome["last"] = line[-300:]
+                    if stop.is_set():
+                        break  # closes the connection: the frontend cancels the request
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            outcome["error"] = repr(exc)
+        outcome["seconds"] = round(time.monotonic() - started, 2)
 
     reader = threading.Thread(target=stream)
     reader.start()
-    while not done.is_set():
-        seen.append(latest_lora_info(scrape(f"{base_url}/metrics")))
-        if "adapter-a" in seen[-1]["running_lora_adapters"].split(","):
-            break
-        time.sleep(0.1)
-    reader.join(timeout=120)
-    assert "adapter-a" in seen[-1]["running_lora_adapters"].split(","), seen[-3:]
-    time.sleep(1.0)
-    assert latest_lora_info(scrape(f"{base_url}/metrics"))["running_lora_adapters"] == ""
+    try:
+        while reader.is_alive():
+            seen.append(latest_lora_info(scrape(f"{base_url}/metrics")))
+            if "adapter-a" in seen[-1]["running_lora_adapters"].split(","):
+                break
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        reader.join(timeout=180)
+    assert seen and "adapter-a" in seen[-1]["running_lora_adapters"].split(","), (outcome, seen[-3:])
+    assert outcome.get("status") == 200 and "error" not in outcome, outcome
+    deadline = time.monotonic() + 10
+    while latest_lora_info(scrape(f"{base_url}/metrics"))["running_lora_adapters"] != "":
+        assert time.monotonic() < deadline, "adapter-a still running 10 s after its client left"
+        time.sleep(0.2)
 
 
 def test_health_ping_ready(base_url):
