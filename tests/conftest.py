@@ -8,7 +8,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -197,10 +198,18 @@ def triton(triton_grpc_url):
     return TritonTestClient(triton_grpc_url)
 
 
+def wait_until(predicate: Callable[[], object], timeout: float, poll: float = 0.05) -> bool:
+    """Poll `predicate` every `poll` seconds until it holds (True) or `timeout` seconds pass (then one last check)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return bool(predicate())
+
+
 def wait_for_idle(triton, timeout: float = 10.0) -> dict:
     """Poll the model's stats until no request is in flight in the model or the engine; returns the two counts."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         stats = triton.control("stats")

@@ -17,16 +17,7 @@ import httpx
 
 from launcher.model_code import procs
 from launcher.triton import kill_group
-from tests.conftest import ENGINE_ARGS, MODEL_NAME, REPO, TINY_MODEL, ensure_models, free_port, log_tail
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+from tests.conftest import ENGINE_ARGS, MODEL_NAME, REPO, TINY_MODEL, ensure_models, free_port, log_tail, wait_until
 
 
 def test_make_serve_launcher_serves_and_stops_cleanly(tmp_path):
@@ -96,14 +87,14 @@ def test_make_serve_launcher_serves_and_stops_cleanly(tmp_path):
             + held_body[:8]
         )
         in_flight = r'frontend_requests_in_flight\{route="/v1/completions"\} 1.0'
-        assert wait_for(lambda: re.search(in_flight, httpx.get(f"{frontend}/metrics").text), 30)
+        assert wait_until(lambda: re.search(in_flight, httpx.get(f"{frontend}/metrics").text), 30)
         reader = threading.Thread(target=stream)
         reader.start()
         assert first.wait(60)
         launcher.send_signal(signal.SIGTERM)
         with httpx.Client(base_url=frontend, timeout=30) as client:
             # 503 as soon as the launcher has passed SIGTERM on to the frontend.
-            assert wait_for(lambda: client.get("/health").status_code == 503, 30)
+            assert wait_until(lambda: client.get("/health").status_code == 503, 30)
             assert client.get("/ping").status_code == 503
             assert client.get("/health/ready").status_code == 503
             refused = client.post("/v1/completions", json={"model": MODEL_NAME, "prompt": "hi", "max_tokens": 3})

@@ -5,29 +5,19 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from launcher.model_code import procs
-from tests.conftest import MODEL_NAME, wait_for_idle
+from tests.conftest import MODEL_NAME, wait_for_idle, wait_until
 
 LONG = {"model": MODEL_NAME, "prompt": "def hello", "max_tokens": 400, "ignore_eos": True, "temperature": 0}
 
 
 def _processes_in_group(pgid: int) -> dict[int, str]:
     return {process.pid: process.comm for process in procs.processes() if process.pgrp == pgid}
-
-
-def _wait_until(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @pytest.fixture
@@ -50,7 +40,7 @@ def test_engine_core_joins_the_worker_under_load_and_leaves_when_quiet(stack, ba
     worker_cores, engine_cores = engine
     everything = os.sched_getaffinity(0)
     assert wait_for_idle(triton) == {"active_requests": 0, "engine_unfinished_requests": 0}
-    assert _wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 5)
+    assert wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 5)
     assert all(procs.affinity(pid) == everything for pid in engine_cores)
     free_nice = _nice_values(engine_cores)  # 19 where the model may renice (root here), else left at 0
     assert free_nice in ({19}, {0}), free_nice
@@ -58,7 +48,7 @@ def test_engine_core_joins_the_worker_under_load_and_leaves_when_quiet(stack, ba
     errors: list[BaseException] = []
     clients = _clients(base_url, 3, stream=True, errors=errors)
     try:
-        assert _wait_until(lambda: triton.control("stats")["engine_core_colocated"], 30)
+        assert wait_until(lambda: triton.control("stats")["engine_core_colocated"], 30)
         assert all(procs.affinity(pid) == worker_cores for pid in engine_cores)
         assert _nice_values(engine_cores) == {0}  # never at nice 19 on the worker's cores
     finally:
@@ -66,9 +56,9 @@ def test_engine_core_joins_the_worker_under_load_and_leaves_when_quiet(stack, ba
             client.join(timeout=120)
     assert not errors, errors
     # Quiet again: back on every core after the model's grace period (half a second).
-    assert _wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 10)
+    assert wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 10)
     assert all(procs.affinity(pid) == everything for pid in engine_cores)
-    assert _wait_until(lambda: _nice_values(engine_cores) == free_nice, 5)
+    assert wait_until(lambda: _nice_values(engine_cores) == free_nice, 5)
     # The serving processes keep every core throughout (the model only moves its own engine).
     assert procs.affinity(stack.triton.process.pid) == everything
     log = (Path(stack.config.log_dir) / "triton.log").read_text(errors="replace")
@@ -102,7 +92,7 @@ def test_non_streamed_requests_leave_the_engine_core_free(base_url, triton, engi
     """Without streamed responses the serving processes have little to do: the EngineCore stays off the worker's
     cores (the worker keeps its core; measured in bench/README.md)."""
     assert wait_for_idle(triton) == {"active_requests": 0, "engine_unfinished_requests": 0}
-    assert _wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 5)
+    assert wait_until(lambda: not triton.control("stats")["engine_core_colocated"], 5)
     switches = triton.control("stats")["engine_core_placement_switches"]
     errors: list[BaseException] = []
     # Long enough (about 8 s each here) that the three are seen in flight together however the polls fall.
@@ -114,7 +104,7 @@ def test_non_streamed_requests_leave_the_engine_core_free(base_url, triton, engi
         return seen[-1]["active_requests"] == 3 or bool(errors) or not any(client.is_alive() for client in clients)
 
     try:
-        assert _wait_until(three_in_flight_or_over, 60)
+        assert wait_until(three_in_flight_or_over, 60)
         assert not errors, errors
         stats = seen[-1]
         assert stats["active_requests"] == 3, [s["active_requests"] for s in seen]

@@ -10,7 +10,7 @@ import time
 import httpx
 
 from launcher.stack import FrontendProcess
-from tests.conftest import MODEL_NAME, free_port
+from tests.conftest import MODEL_NAME, free_port, wait_until
 from tests.integration.test_observability import scrape, value
 
 SERIES = {"model_name": MODEL_NAME, "engine": "0"}
@@ -103,10 +103,11 @@ def test_lora_requests_info_names_the_running_adapter(base_url):
         reader.join(timeout=180)
     assert seen and "adapter-a" in seen[-1]["running_lora_adapters"].split(","), (outcome, seen[-3:])
     assert outcome.get("status") == 200 and "error" not in outcome, outcome
-    deadline = time.monotonic() + 10
-    while latest_lora_info(scrape(f"{base_url}/metrics"))["running_lora_adapters"] != "":
-        assert time.monotonic() < deadline, "adapter-a still running 10 s after its client left"
-        time.sleep(0.2)
+
+    def nothing_running() -> bool:
+        return latest_lora_info(scrape(f"{base_url}/metrics"))["running_lora_adapters"] == ""
+
+    assert wait_until(nothing_running, 10, poll=0.2), "adapter-a still running 10 s after its client left"
 
 
 def test_health_ping_ready(base_url):

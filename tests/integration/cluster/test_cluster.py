@@ -19,7 +19,7 @@ import pytest
 from frontend.observability import GENERATION_ROUTES
 from launcher.cluster import ROUTER_HEALTH_INTERVAL_S, Cluster, ClusterConfig
 from launcher.model_code import procs
-from tests.conftest import MODEL_NAME, TINY_MODEL, dump_logs, ensure_models, free_port, log_tail
+from tests.conftest import MODEL_NAME, TINY_MODEL, dump_logs, ensure_models, free_port, log_tail, wait_until
 from tests.integration.cluster.load import Load
 from tests.integration.test_observability import value
 
@@ -66,15 +66,6 @@ def refused_while_draining(replica) -> int:
     """503s the replica's frontend sent to generation requests (its access log)."""
     text = (replica.config.log_dir / "frontend.log").read_text(errors="replace")
     return len(re.findall(r"route=/v1/(?:chat/)?completions status=503", text))
-
-
-def wait_until(predicate, timeout: float, poll: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return predicate()
 
 
 def test_openai_sdk_through_the_router(cluster):
@@ -164,8 +155,8 @@ def test_autoscaling_signal_rises_under_a_burst_and_falls_back(cluster, tmp_path
             except (httpx.HTTPError, ValueError, KeyError):
                 return False
 
-        assert wait_until(up, 60), log_tail(tmp_path / "prometheus.log", 2000)
-        assert wait_until(lambda: query(prom_url) is not None, 30)
+        assert wait_until(up, 60, poll=0.2), log_tail(tmp_path / "prometheus.log", 2000)
+        assert wait_until(lambda: query(prom_url) is not None, 30, poll=0.2)
         idle = query(prom_url)
         # A burst: 48 long requests at once on 2 replicas x 4 sequences.
         client = openai.OpenAI(base_url=f"{cluster.base_url}/v1", api_key="unused", max_retries=0, timeout=300)
@@ -189,7 +180,7 @@ def test_autoscaling_signal_rises_under_a_burst_and_falls_back(cluster, tmp_path
         for thread in threads:
             thread.join()
         burst = max(seen)
-        assert wait_until(lambda: query(prom_url) == 0, 30)
+        assert wait_until(lambda: query(prom_url) == 0, 30, poll=0.2)
         after = query(prom_url)
         report(f"{QUERY}: idle {idle}, burst max {burst} (threshold {WAITING_THRESHOLD}), after {after}")
         assert errors == []
@@ -227,7 +218,7 @@ def test_rolling_restart_under_load_loses_nothing(cluster):
     load: on this 2-core box an engine starting beside a fully loaded one took 200-600 s (in Kubernetes the new pod
     starts on its own cores)."""
     replica, other = cluster.replicas[0], cluster.replicas[1]
-    assert wait_until(lambda: router_sees(cluster, replica, True), 30), cluster.router.healthy_workers()
+    assert wait_until(lambda: router_sees(cluster, replica, True), 30, poll=0.2), cluster.router.healthy_workers()
     load = Load(cluster.base_url, concurrency=8, limit=200).start()
     load.wait_done(30)
     other_before = served(other)
@@ -289,7 +280,7 @@ def test_replica_sigkilled_under_load(cluster):
     noticed = wait_until(lambda: router_sees(cluster, victim, False), 60, poll=0.05)
     reaction_s = time.monotonic() - killed
     base = served(survivor)
-    assert wait_until(lambda: served(survivor) >= base + 40, 120)
+    assert wait_until(lambda: served(survivor) >= base + 40, 120, poll=0.2)
     outcomes = load.finish()
     failures = [o for o in outcomes if o.error]
     last_failure = max((o.ended - killed for o in failures), default=0.0)
